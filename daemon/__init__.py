@@ -1,0 +1,1 @@
+"""dfi_daemon: transport, jobs and the dfi CLI."""

@@ -1,0 +1,147 @@
+"""The DFI pipeline on aligned arrays: features → attribute vector → reconstruct → postprocess.
+
+These functions take images already at the working size (face alignment and
+neighbour selection live elsewhere) and return results in the input's own
+layout: same size, channels, bit depth and alpha.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .attribute import attribute_vector, scale_vector, target_features
+from .errors import InputError
+from .features import Features, ProgressFn, extract, to_tensor
+from .images import DEFAULT_MAX_PIXELS, merge_image, split_image, to_mask
+from .postprocess import blend, color_match, compose, feather
+from .reconstruct import ReconstructConfig, reconstruct
+from .vgg import VGG19Features
+
+GREY = 127.5
+
+
+@dataclass(frozen=True)
+class EditOptions:
+    """Everything about an edit except the images and strengths."""
+
+    scaling: str = "beta"
+    color: str = "channel"
+    feather: float | None = None  # px; None = 4% of the shorter side
+    batch_size: int = 8
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    reconstruct: ReconstructConfig = field(default_factory=ReconstructConfig)
+
+
+@dataclass
+class EditResult:
+    """One output image per strength, in the input's layout."""
+
+    images: list[np.ndarray]
+    strengths: list[float]
+    losses: list[float]
+    weights_label: str
+
+
+def _check_shapes(phi_x: Features, w: Features) -> None:
+    for a, b in zip(phi_x, w):
+        if a.shape[1:] != b.shape[1:]:
+            raise InputError(
+                f"Attribute vector was computed at another size (features {tuple(b.shape[2:])} vs "
+                f"{tuple(a.shape[2:])}).",
+                "Neighbours and the photo must have the same working size.",
+            )
+
+
+def apply_vector(
+    net: VGG19Features,
+    image: np.ndarray,
+    w: Features,
+    strengths: Sequence[float],
+    mask: np.ndarray | None = None,
+    options: EditOptions = EditOptions(),
+    progress: ProgressFn | None = None,
+    cancel: Callable[[], bool] | None = None,
+    *,
+    start: np.ndarray | None = None,
+    feather_px: float | None = None,
+    match_whole: bool = False,
+) -> EditResult:
+    """Add δ·w to φ(image) for every δ, reconstruct all δ as one batch, blend into the mask."""
+    rgb, alpha, spec = split_image(image, options.max_pixels)
+    m = to_mask(mask, spec.height, spec.width)
+    if not (m > 0).any():
+        raise InputError("The mask/selection is empty.", "Select the region to edit, or pass no mask.")
+    init = rgb if start is None else start
+    phi_x = extract(net, init)
+    _check_shapes(phi_x, w)
+    targets = target_features(phi_x, scale_vector(w, options.scaling), strengths)
+    del phi_x
+
+    def on_iter(i: int, n: int, loss: torch.Tensor) -> None:
+        if progress:
+            progress("reconstruct", i, n)
+
+    z, losses = reconstruct(net, to_tensor(init, net.device), targets, options.reconstruct, on_iter, cancel)
+    radius = feather_px if feather_px is not None else (
+        options.feather if options.feather is not None else 0.04 * min(spec.height, spec.width))
+    weight = feather(m, radius)
+    outs = []
+    for zb in z.permute(0, 2, 3, 1).cpu().numpy():
+        matched = color_match(zb, rgb, options.color, None if match_whole else weight)
+        out = merge_image(blend(rgb, matched, weight), spec, alpha)
+        outs.append(compose(image, out, weight))
+    return EditResult(outs, [float(s) for s in strengths], losses.cpu().tolist(), net.label)
+
+
+def edit(
+    net: VGG19Features,
+    image: np.ndarray,
+    source: Iterable[np.ndarray],
+    target: Iterable[np.ndarray],
+    strengths: Sequence[float],
+    mask: np.ndarray | None = None,
+    options: EditOptions = EditOptions(),
+    progress: ProgressFn | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> EditResult:
+    """Full DFI edit: w from source (without) and target (with the attribute) neighbours."""
+    shape = image.shape[:2]
+    w = attribute_vector(net, source, target, options.batch_size, shape, progress)
+    return apply_vector(net, image, w, strengths, mask, options, progress, cancel)
+
+
+def fill_grey(images: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Images (…, H, W, 3) with the region (H, W bool) set to mid-grey."""
+    out = np.array(images, dtype=np.float32, copy=True)
+    out[..., region, :] = GREY
+    return out
+
+
+def inpaint(
+    net: VGG19Features,
+    image: np.ndarray,
+    mask: np.ndarray,
+    neighbours: Iterable[np.ndarray],
+    strength: float = 2.8,
+    options: EditOptions = EditOptions(),
+    progress: ProgressFn | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> EditResult:
+    """Fill the masked region: w = mean φ(neighbour) − mean φ(neighbour with the region grey)."""
+    if mask is None:
+        raise InputError("Inpainting needs a mask.", "Select the region to fill.")
+    rgb, _, spec = split_image(image, options.max_pixels)
+    region = to_mask(mask, spec.height, spec.width) > 0
+    if not region.any():
+        raise InputError("The mask/selection is empty.", "Select the region to fill.")
+    nb = [np.asarray(n, np.float32) for n in neighbours]
+    if not nb:
+        raise InputError("No neighbour images for inpainting.", "Provide at least one image.")
+    masked = (fill_grey(n, region) for n in nb)
+    w = attribute_vector(net, masked, nb, options.batch_size, rgb.shape[:2], progress)
+    return apply_vector(net, image, w, [strength], mask, options, progress, cancel,
+                        start=fill_grey(rgb, region), feather_px=0.0, match_whole=True)

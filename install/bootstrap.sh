@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Set up (or update) the project's virtual environment in ./.venv.
+# Idempotent: a second run only installs what changed. Safe on a fresh Debian 12 / Python 3.11 machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if ! "$PY" -c 'import sys; assert sys.version_info >= (3, 10)' 2>/dev/null; then
+  echo "bootstrap: need Python >= 3.10 as '$PY' (set PYTHON=...)." >&2; exit 1
+fi
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv || { echo "bootstrap: 'python3 -m venv' failed; on Debian: apt-get install python3-venv" >&2; exit 1; }
+fi
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+stamp=.venv/.bootstrap-stamp
+want=$(cat pyproject.toml install/bootstrap.sh | sha256sum | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  # The CPU build of torch first: a plain 'torch' would pull GBs of CUDA packages.
+  .venv/bin/pip install --quiet "torch==2.13.0"
+  .venv/bin/pip install --quiet -e ".[faces,test]"
+  echo "$want" > "$stamp"
+fi
+echo "bootstrap: environment ready in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
