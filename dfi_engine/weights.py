@@ -100,7 +100,7 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
             sd = torch.load(path, map_location="cpu", weights_only=True)  # legacy format
     except FileNotFoundError:
         raise WeightsError(f"Weights file {path} does not exist.", "Check the path.") from None
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, KeyError) as e:
+    except (RuntimeError, OSError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, KeyError) as e:
         raise WeightsError(
             f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {str(e)[:200]}).",
             "The file is corrupt or truncated: delete it so it is downloaded again, or replace it.",
