@@ -1,0 +1,170 @@
+"""Attribute definitions as data: the shipped ``data/attributes.toml`` plus user files that add or override.
+
+The loader takes explicit paths (the CLI passes the user's config file); the
+engine keeps no global registry.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import AttributeDefinitionError
+
+BUILTIN = Path(__file__).resolve().parent.parent / "data" / "attributes.toml"
+KINDS = ("attribute", "inpaint")
+SCALINGS = ("beta", "none")
+
+
+def snake(name: str) -> str:
+    """Column name -> canonical spelling: 'Mouth Slightly Open' -> 'mouth_slightly_open'."""
+    return re.sub(r"[^0-9a-z]+", "_", name.strip().lower()).strip("_")
+
+
+@dataclass(frozen=True)
+class AttributeDef:
+    """One edit: source/target constraints over canonical attributes, fields to match, defaults."""
+
+    name: str
+    label: str
+    kind: str = "attribute"
+    source: Mapping[str, bool] = field(default_factory=dict)
+    target: Mapping[str, bool] = field(default_factory=dict)
+    match: tuple[str, ...] = ()
+    strength: float = 0.4
+    scaling: str = "beta"
+
+    def needs(self) -> set[str]:
+        """Canonical attributes the database must have for this edit."""
+        return set(self.source) | set(self.target)
+
+    @classmethod
+    def custom(cls, name: str, label: str | None = None) -> AttributeDef:
+        """The definition of a two-folder attribute: without -> with, nothing matched."""
+        return cls(name, label or name.replace("_", " ").capitalize(), "attribute", {name: False}, {name: True},
+                   (), 0.4, "beta")
+
+
+@dataclass
+class Definitions:
+    attributes: dict[str, AttributeDef]
+    vocabulary: dict[str, dict[str, str]]
+    sources: list[str]
+
+    def get(self, name: str, database=None) -> AttributeDef:
+        """Definition by name; a database's own custom attributes count too."""
+        if name in self.attributes:
+            return self.attributes[name]
+        custom = getattr(database, "custom", {}) or {}
+        if name in custom:
+            return AttributeDef.custom(name, custom[name].get("label"))
+        known = sorted(set(self.attributes) | set(custom))
+        raise AttributeDefinitionError(f"Unknown attribute {name!r}.", f"Known: {', '.join(known)}.")
+
+    def canonical_columns(self, fmt: str, raw: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """(canonical names, raw column index, sign) for a table's raw columns.
+
+        Each canonical column is ± one raw column; unmapped raw columns keep
+        their snake_case name. A CSV may use LFW or CelebA column names, so its
+        vocabulary falls back to theirs.
+        """
+        chain = [fmt] + (["lfw", "celeba"] if fmt == "csv" else [])
+        index = {r: i for i, r in enumerate(raw)}
+        names: list[str] = []
+        cols: list[int] = []
+        signs: list[float] = []
+        used: set[int] = set()
+        for f in chain:
+            for canon, expr in self.vocabulary.get(f, {}).items():
+                neg = expr.startswith("-")
+                col = expr[1:] if neg else expr
+                if col in index and canon not in names:
+                    names.append(canon)
+                    cols.append(index[col])
+                    signs.append(-1.0 if neg else 1.0)
+                    used.add(index[col])
+        for i, r in enumerate(raw):
+            s = snake(r)
+            if i not in used and s and s not in names:
+                names.append(s)
+                cols.append(i)
+                signs.append(1.0)
+        return names, np.asarray(cols, np.int64), np.asarray(signs, np.float32)
+
+    def canonical_scores(self, fmt: str, raw: Sequence[str], scores: np.ndarray
+                         ) -> tuple[list[str], np.ndarray, list[str]]:
+        """Raw table scores (N, len(raw)) -> (canonical names, (N, len(names)), aliases); NaN stays NaN.
+
+        Aliases are canonical columns that repeat another one's raw column
+        (e.g. beard = −No_Beard); they serve constraints but are left out of
+        attribute distances so no fact counts twice.
+        """
+        names, cols, signs = self.canonical_columns(fmt, raw)
+        aliases, seen = [], set()
+        for j in sorted(range(len(names)), key=lambda j: signs[j] < 0):  # positive mappings are primary
+            if int(cols[j]) in seen:
+                aliases.append(names[j])
+            seen.add(int(cols[j]))
+        return names, (np.asarray(scores, np.float32)[:, cols] * signs).astype(np.float32), aliases
+
+
+def _bool_map(value, where: str) -> dict[str, bool]:
+    if not isinstance(value, dict) or not all(isinstance(v, bool) for v in value.values()):
+        raise AttributeDefinitionError(f"{where} must be a table of name = true/false.",
+                                       'Example: source = { smiling = false }')
+    return {snake(k): v for k, v in value.items()}
+
+
+def _parse(name: str, entry: dict, where: str) -> AttributeDef:
+    if not isinstance(entry, dict):
+        raise AttributeDefinitionError(f"{where}: [attribute.{name}] must be a table.")
+    kind = entry.get("kind", "attribute")
+    if kind not in KINDS:
+        raise AttributeDefinitionError(f"{where}: attribute {name}: unknown kind {kind!r}.", f"Use one of {KINDS}.")
+    scaling = entry.get("scaling", "beta")
+    if scaling not in SCALINGS:
+        raise AttributeDefinitionError(f"{where}: attribute {name}: unknown scaling {scaling!r}.",
+                                       f"Use one of {SCALINGS}.")
+    source = _bool_map(entry.get("source", {}), f"{where}: attribute {name}: source")
+    target = _bool_map(entry.get("target", {}), f"{where}: attribute {name}: target")
+    if kind == "attribute" and (not source or not target):
+        raise AttributeDefinitionError(f"{where}: attribute {name} needs both source and target constraints.")
+    match = entry.get("match", [])
+    if not isinstance(match, list) or not all(isinstance(m, str) for m in match):
+        raise AttributeDefinitionError(f"{where}: attribute {name}: match must be a list of names.")
+    try:
+        strength = float(entry.get("strength", 0.4 if scaling == "beta" else 3.5))
+    except (TypeError, ValueError):
+        raise AttributeDefinitionError(f"{where}: attribute {name}: strength must be a number.") from None
+    return AttributeDef(name, str(entry.get("label", name)), kind, source, target,
+                        tuple(snake(m) for m in match), strength, scaling)
+
+
+def load_definitions(paths: Sequence[str | Path] = (), builtin: bool = True) -> Definitions:
+    """Built-in definitions, then each existing file in ``paths`` in order (later entries win)."""
+    files = ([BUILTIN] if builtin else []) + [Path(p) for p in paths]
+    attrs: dict[str, AttributeDef] = {}
+    vocab: dict[str, dict[str, str]] = {}
+    used = []
+    for f in files:
+        if not f.is_file():
+            if f == BUILTIN:
+                raise AttributeDefinitionError(f"The shipped attribute file {f} is missing.", "Reinstall gimp-dfi.")
+            continue
+        try:
+            data = tomllib.loads(f.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise AttributeDefinitionError(f"{f} is not valid TOML: {e}.", "Fix or remove the file.") from None
+        for fmt, table in data.get("vocabulary", {}).items():
+            if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+                raise AttributeDefinitionError(f"{f}: [vocabulary.{fmt}] must map names to column names.")
+            vocab.setdefault(fmt, {}).update({snake(k): v for k, v in table.items()})
+        for name, entry in data.get("attribute", {}).items():
+            attrs[snake(name)] = _parse(snake(name), entry, str(f))
+        used.append(str(f))
+    return Definitions(attrs, vocab, used)

@@ -1,0 +1,625 @@
+"""The neighbour database: aligned faces, landmarks and attribute scores as memory-mapped .npy shards.
+
+Layout (documented in docs/database.md)::
+
+    NAME/manifest.json             format, version, resolution, shards, columns, pending build
+    NAME/shards/000000/images.npy      uint8   (n, S, S, 3)  aligned faces
+                       landmarks.npy   float32 (n, 5, 2)     in crop pixels
+                       scores.npy      float32 (n, a)        canonical attributes (NaN = unknown)
+                       hashes.npy      uint8   (n, 16)       BLAKE2b-128 of the decoded source pixels
+                       identity.npy    int32   (n,)          index into shard.json "identities", −1 unknown
+                       thumbs.npy      uint8   (n, 16, 16, 3) appearance thumbnails
+                       shard.json      count, columns, identities, plan range, skipped, duplicates
+                       paths.txt       source path per image
+
+Builds stream through the input one shard at a time (bounded memory), each
+shard is written to a temporary folder and renamed into place, and the
+manifest is rewritten atomically after each shard, so an interrupted build
+resumes at the last finished shard. No pickles anywhere: opening is a JSON
+parse and a few ``np.load(mmap_mode="r")`` calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CancelledError, DFIError, InputError
+from ..images import read_image
+from . import align as al
+from .errors import DatabaseError, NoFaceError
+from .landmarks import FaceDetector, choose_face, to_uint8_rgb
+
+FORMAT = "gimp-dfi neighbour database"
+VERSION = 1
+MANIFEST = "manifest.json"
+THUMB = 16
+MIN_RESOLUTION = 32
+SHARD_BYTES = 64 * 2**20
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+MAX_SOURCE_PIXELS = 50_000_000
+
+
+def content_hash(rgb: np.ndarray) -> bytes:
+    """BLAKE2b-128 of decoded 8-bit RGB pixels (and the shape): same picture, same hash, whatever the file."""
+    a = to_uint8_rgb(rgb)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr(a.shape).encode())
+    h.update(a.tobytes())
+    return h.digest()
+
+
+def thumbnail(crop: np.ndarray) -> np.ndarray:
+    """16×16 RGB uint8 of an aligned crop: the cheap appearance feature (see docs/database.md)."""
+    from PIL import Image
+
+    a = np.clip(np.rint(np.asarray(crop, np.float32)), 0, 255).astype(np.uint8)
+    return np.asarray(Image.fromarray(a).resize((THUMB, THUMB), Image.BOX))
+
+
+# ---------------------------------------------------------------------------------------------- plans
+
+
+@dataclass
+class Plan:
+    """What to add, in order: one row per source image, scores over ``columns``."""
+
+    files: list[Path]
+    names: list[str]  # as recorded (relative to the source folder)
+    identities: list[str | None]
+    columns: list[str]
+    scores: np.ndarray  # (N, len(columns)) float32
+    description: str
+    custom: dict = field(default_factory=dict)
+    aliases: list[str] = field(default_factory=list)  # columns repeating another (left out of distances)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def plan_id(self, options: dict) -> str:
+        h = hashlib.sha256()
+        h.update(json.dumps([self.names, self.identities, self.columns, options], sort_keys=True).encode())
+        h.update(np.ascontiguousarray(self.scores).tobytes())
+        return h.hexdigest()[:24]
+
+
+def plan_from_table(images: str | Path, table: str | Path, fmt: str = "auto", definitions=None,
+                    missing: str = "skip") -> tuple[Plan, list[str]]:
+    """Plan from an image folder and an attribute table; returns (plan, table rows whose file is missing)."""
+    from .attributes import load_definitions
+    from .tables import read_table
+
+    root = Path(images)
+    if not root.is_dir():
+        raise InputError(f"No image folder at {root}.", "Pass the folder the table's file names are relative to.")
+    t = read_table(table, fmt)
+    defs = definitions or load_definitions()
+    columns, scores, aliases = defs.canonical_scores(t.format, t.columns, t.scores)
+    keep, absent = [], []
+    for i, name in enumerate(t.files):
+        (keep if (root / name).is_file() else absent).append(i)
+    if not keep:
+        raise InputError(f"None of the {len(t)} files named in {table} exist under {root}.",
+                         "Point --images at the folder that holds them (e.g. the extracted lfw-deepfunneled).")
+    if absent and missing == "error":
+        raise InputError(f"{len(absent)} files named in {table} are missing under {root}.", "Check the folder.")
+    plan = Plan([root / t.files[i] for i in keep], [t.files[i] for i in keep], [t.identities[i] for i in keep],
+                columns, scores[keep], f"{t.format} table {Path(table).name} over {root}", aliases=aliases)
+    return plan, [t.files[i] for i in absent]
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"No image folder at {root}.", "Check the path.")
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def plan_from_folders(with_dir: str | Path, without_dir: str | Path, name: str, label: str | None = None) -> Plan:
+    """A custom attribute: images in ``with_dir`` have it (+1), those in ``without_dir`` do not (−1)."""
+    from .attributes import snake
+
+    key = snake(name)
+    if not key:
+        raise InputError(f"Attribute name {name!r} is empty after normalising.", "Use letters and digits.")
+    pos, neg = list_images(with_dir), list_images(without_dir)
+    if not pos or not neg:
+        raise InputError(f"The 'with' folder has {len(pos)} images and the 'without' folder {len(neg)}.",
+                         "Put example images in both folders.")
+    files = pos + neg
+    scores = np.array([[1.0]] * len(pos) + [[-1.0]] * len(neg), np.float32)
+    names = [str(p) for p in files]
+    return Plan(files, names, [None] * len(files), [key], scores,
+                f"custom attribute {key}: {with_dir} (with) / {without_dir} (without)",
+                {key: {"label": label or key.replace("_", " ").capitalize()}})
+
+
+def plan_from_folder(folder: str | Path) -> Plan:
+    """Images without attributes (usable for inpainting neighbours only)."""
+    files = list_images(folder)
+    if not files:
+        raise InputError(f"No images in {folder}.", "Use a folder of JPEG/PNG images.")
+    return Plan(files, [str(p) for p in files], [None] * len(files), [], np.zeros((len(files), 0), np.float32),
+                f"images of {folder}")
+
+
+# ---------------------------------------------------------------------------------------------- manifest
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_manifest(path: str | Path) -> dict:
+    """The validated manifest of a database folder, or a DatabaseError saying what is wrong."""
+    root = Path(path)
+    if not root.exists():
+        raise DatabaseError(f"No neighbour database at {root}.",
+                            "Build one with `dfi db build` or download LFW with `dfi db fetch lfw`.")
+    if not root.is_dir():
+        raise DatabaseError(f"{root} is a file, not a neighbour database folder.", "Pass the database folder.")
+    mf = root / MANIFEST
+    if not mf.is_file():
+        images = any(p.suffix.lower() in IMAGE_SUFFIXES for p in list(root.iterdir())[:200])
+        raise DatabaseError(
+            f"{root} is not a gimp-dfi neighbour database (it has no {MANIFEST}).",
+            "Build a database from these images with `dfi db build`." if images
+            else "Pass the folder made by `dfi db build`.")
+    try:
+        man = json.loads(mf.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatabaseError(f"The manifest of {root} is corrupt ({e}).",
+                            "Rebuild the database, or restore it from a backup.") from None
+    if not isinstance(man, dict) or man.get("format") != FORMAT:
+        raise DatabaseError(f"{root} is not a gimp-dfi neighbour database (foreign {MANIFEST}).",
+                            "Pass the folder made by `dfi db build`.")
+    ver = man.get("version")
+    if not isinstance(ver, int) or ver > VERSION:
+        raise DatabaseError(f"{root} has format version {ver}; this gimp-dfi reads up to {VERSION}.",
+                            "Upgrade gimp-dfi, or rebuild the database with this version.")
+    for key in ("resolution", "shards", "id"):
+        if key not in man:
+            raise DatabaseError(f"The manifest of {root} lacks {key!r}.", "Rebuild the database.")
+    return man
+
+
+def _new_manifest(resolution: int, landmark_model: str) -> dict:
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return {"format": FORMAT, "version": VERSION, "id": uuid.uuid4().hex, "resolution": resolution,
+            "landmark_model": landmark_model, "template": al.TEMPLATE.tolist(), "thumb": THUMB,
+            "shards": [], "count": 0, "columns": [], "custom": {}, "sources": [], "pending": None,
+            "created": now, "updated": now}
+
+
+# ---------------------------------------------------------------------------------------------- build
+
+
+@dataclass
+class BuildReport:
+    """What a build or add did: counts, skipped files with reasons, duplicates, timing."""
+
+    database: str
+    added: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
+    resumed_at: int = 0
+    total: int = 0
+    seconds: float = 0.0
+    complete: bool = False
+
+    def summary(self) -> str:
+        rate = (self.total - self.resumed_at) / self.seconds if self.seconds > 0 else 0.0
+        s = (f"{self.database}: added {self.added} faces of {self.total - self.resumed_at} images processed "
+             f"({rate:.1f} images/s), skipped {len(self.skipped)}, duplicates {len(self.duplicates)}")
+        if self.resumed_at:
+            s += f", resumed at image {self.resumed_at}"
+        return s + ("" if self.complete else " — INTERRUPTED; run the same command again to resume")
+
+
+class _Shard:
+    def __init__(self, columns: list[str]) -> None:
+        self.columns = columns
+        self.images: list[np.ndarray] = []
+        self.landmarks: list[np.ndarray] = []
+        self.scores: list[np.ndarray] = []
+        self.hashes: list[bytes] = []
+        self.identity: list[int] = []
+        self.identities: list[str] = []
+        self.thumbs: list[np.ndarray] = []
+        self.paths: list[str] = []
+        self.skipped: list[tuple[str, str]] = []
+        self.duplicates: list[tuple[str, str]] = []
+
+    def add(self, crop, lm, scores, digest, ident, name) -> None:
+        self.images.append(crop)
+        self.landmarks.append(lm.astype(np.float32))
+        self.scores.append(scores)
+        self.hashes.append(digest)
+        if ident is None:
+            self.identity.append(-1)
+        else:
+            if ident not in self.identities:
+                self.identities.append(ident)
+            self.identity.append(self.identities.index(ident))
+        self.thumbs.append(thumbnail(crop))
+        self.paths.append(name)
+
+    def write(self, root: Path, name: str, size: int, plan_id: str, start: int, end: int) -> dict:
+        n = len(self.images)
+        tmp = root / "shards" / f".tmp-{name}-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        np.save(tmp / "images.npy", np.stack(self.images) if n else np.zeros((0, size, size, 3), np.uint8))
+        np.save(tmp / "landmarks.npy", np.stack(self.landmarks) if n else np.zeros((0, 5, 2), np.float32))
+        np.save(tmp / "scores.npy", np.stack(self.scores).astype(np.float32) if n
+                else np.zeros((0, len(self.columns)), np.float32))
+        np.save(tmp / "hashes.npy", np.frombuffer(b"".join(self.hashes), np.uint8).reshape(n, 16))
+        np.save(tmp / "identity.npy", np.asarray(self.identity, np.int32).reshape(n))
+        np.save(tmp / "thumbs.npy", np.stack(self.thumbs) if n else np.zeros((0, THUMB, THUMB, 3), np.uint8))
+        (tmp / "paths.txt").write_text("".join(p.replace("\n", " ") + "\n" for p in self.paths), encoding="utf-8")
+        meta = {"count": n, "columns": self.columns, "identities": self.identities, "plan": plan_id,
+                "start": start, "end": end, "skipped": self.skipped, "duplicates": self.duplicates}
+        (tmp / "shard.json").write_text(json.dumps(meta), encoding="utf-8")
+        final = root / "shards" / name
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        return {"name": name, "count": n, "plan": plan_id, "start": start, "end": end}
+
+
+def _existing_hashes(root: Path, man: dict) -> dict[bytes, str]:
+    seen: dict[bytes, str] = {}
+    for sh in man["shards"]:
+        d = root / "shards" / sh["name"]
+        hashes = np.load(d / "hashes.npy", allow_pickle=False)
+        paths = (d / "paths.txt").read_text(encoding="utf-8").splitlines()
+        for h, p in zip(hashes, paths):
+            seen[h.tobytes()] = p
+    return seen
+
+
+def _prepare(path: Path, rgb8: np.ndarray, size: int, detector: FaceDetector | None) -> tuple[np.ndarray, np.ndarray]:
+    """(aligned uint8 crop, crop landmarks) for one source image; NoFaceError if none."""
+    if detector is None:  # already aligned: centre square, resized; landmarks from the template
+        from PIL import Image
+
+        h, w = rgb8.shape[:2]
+        s = min(h, w)
+        sq = rgb8[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+        crop = np.asarray(Image.fromarray(sq).resize((size, size), Image.LANCZOS)) if s != size else sq
+        return np.ascontiguousarray(crop), al.template(size)
+    faces = detector.detect(rgb8)
+    if not faces:
+        raise NoFaceError("no face found")
+    i, _ = choose_face(faces)
+    crop, m = al.align_rgb(rgb8.astype(np.float32), faces[i], size)
+    return np.clip(np.rint(crop), 0, 255).astype(np.uint8), al.apply(m, faces[i].landmarks)
+
+
+def build(
+    db_path: str | Path,
+    plan: Plan,
+    resolution: int = 128,
+    assume_aligned: bool = False,
+    landmark_model: str = "5",
+    upsample: int = 1,
+    mode: str = "build",
+    shard_size: int | None = None,
+    progress: bool = True,
+    cancel: Callable[[], bool] | None = None,
+    detector: FaceDetector | None = None,
+) -> BuildReport:
+    """Create (``mode="build"``) or extend (``mode="add"``) a database from a plan; resumes interrupted runs.
+
+    Faces are detected and aligned once here; images without a face are skipped
+    and listed, as are exact duplicates (same decoded pixels) of images already
+    in the database. Memory is bounded by one shard (about 64 MiB of crops).
+    """
+    from tqdm import tqdm
+
+    root = Path(db_path)
+    if resolution < MIN_RESOLUTION:
+        raise InputError(f"Resolution {resolution} is too small.", f"Use at least {MIN_RESOLUTION} px.")
+    options = {"resolution": resolution, "aligned": bool(assume_aligned), "model": landmark_model,
+               "upsample": upsample}
+    pid = plan.plan_id(options)
+    if (root / MANIFEST).is_file():
+        man = read_manifest(root)
+        pending = man.get("pending") or {}
+        resuming = pending.get("plan") == pid
+        if not resuming and mode == "build" and man["shards"]:
+            raise DatabaseError(f"A database already exists at {root}.",
+                                "Use `dfi db add` to add images to it, or choose another output folder.")
+        if man["resolution"] != resolution:
+            raise DatabaseError(f"{root} stores faces at {man['resolution']} px, not {resolution} px.",
+                                f"Use --resolution {man['resolution']} or a new database.")
+        if pending and not resuming:
+            raise DatabaseError(f"An earlier build of {root} was interrupted ({pending.get('description')}).",
+                                "Finish it first by re-running that same command.")
+    else:
+        if mode == "add":
+            read_manifest(root)  # raises the right error
+        if root.exists() and any(root.iterdir()):
+            raise DatabaseError(f"{root} exists and is not empty.", "Choose a new folder for the database.")
+        root.mkdir(parents=True, exist_ok=True)
+        man = _new_manifest(resolution, "template" if assume_aligned else landmark_model)
+    (root / "shards").mkdir(exist_ok=True)
+    for junk in (root / "shards").glob(".tmp-*"):
+        shutil.rmtree(junk, ignore_errors=True)
+    listed = {s["name"] for s in man["shards"]}
+    for d in (root / "shards").iterdir():
+        if d.is_dir() and d.name not in listed:  # renamed into place but never recorded: redo it
+            shutil.rmtree(d, ignore_errors=True)
+    start = max([s["end"] for s in man["shards"] if s["plan"] == pid], default=0)
+    man["pending"] = {"plan": pid, "total": len(plan), "description": plan.description}
+    man["custom"].update(plan.custom)
+    man["aliases"] = sorted(set(man.get("aliases", [])) | set(plan.aliases))
+    _write_json(root / MANIFEST, man)
+
+    seen = _existing_hashes(root, man)
+    det = None if assume_aligned else (detector or FaceDetector(landmark_model, upsample))
+    per_shard = shard_size or max(16, min(4096, SHARD_BYTES // (resolution * resolution * 3)))
+    report = BuildReport(str(root), resumed_at=start, total=len(plan))
+    t0 = time.perf_counter()
+    shard = _Shard(list(plan.columns))
+    shard_start = start
+
+    def flush(end: int) -> None:
+        nonlocal shard, shard_start
+        if end <= shard_start:
+            return
+        name = f"{len(man['shards']):06d}"
+        entry = shard.write(root, name, resolution, pid, shard_start, end)
+        man["shards"].append(entry)
+        man["count"] = sum(s["count"] for s in man["shards"])
+        man["columns"] = list(dict.fromkeys(man["columns"] + shard.columns))
+        man["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        _write_json(root / MANIFEST, man)
+        report.added += len(shard.images)
+        report.skipped += shard.skipped
+        report.duplicates += shard.duplicates
+        shard = _Shard(list(plan.columns))
+        shard_start = end
+
+    bar = tqdm(total=len(plan), initial=start, desc="faces", unit="img", disable=not progress)
+    done = start  # plan rows fully processed
+    try:
+        for i in range(start, len(plan)):
+            if cancel is not None and cancel():
+                flush(i)
+                raise CancelledError("Database build cancelled.", "Run the same command again to resume.")
+            name = plan.names[i]
+            try:
+                rgb8 = to_uint8_rgb(read_image(plan.files[i], MAX_SOURCE_PIXELS))
+                digest = content_hash(rgb8)
+                if digest in seen:
+                    shard.duplicates.append((name, seen[digest]))
+                else:
+                    crop, lm = _prepare(plan.files[i], rgb8, resolution, det)
+                    shard.add(crop, lm, plan.scores[i], digest, plan.identities[i], name)
+                    seen[digest] = name
+            except NoFaceError:
+                shard.skipped.append((name, "no face found"))
+            except (DFIError, OSError, ValueError) as e:
+                shard.skipped.append((name, f"unreadable: {e}"))
+            bar.update(1)
+            done = i + 1
+            if len(shard.images) >= per_shard:
+                flush(i + 1)
+        flush(len(plan))
+    except KeyboardInterrupt:
+        flush(done)
+        raise
+    finally:
+        bar.close()
+        report.seconds = time.perf_counter() - t0
+    man["pending"] = None
+    man["sources"].append({"description": plan.description, "images": len(plan), "options": options,
+                           "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    _write_json(root / MANIFEST, man)
+    report.complete = True
+    if man["count"] == 0:
+        raise DatabaseError(f"No usable face among the {len(plan)} images; the database at {root} is empty.",
+                            "Check the images, or use --aligned if they are already aligned face crops.")
+    return report
+
+
+# ---------------------------------------------------------------------------------------------- open
+
+
+def _load(d: Path, name: str, mmap: bool) -> np.ndarray:
+    try:
+        return np.load(d / name, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except FileNotFoundError:
+        raise DatabaseError(f"Shard {d.name} of {d.parent.parent} lacks {name}.",
+                            "The database is damaged: run `dfi db check`, then rebuild it.") from None
+    except (ValueError, OSError, EOFError) as e:
+        raise DatabaseError(f"Shard {d.name} of {d.parent.parent}: {name} is corrupt ({e}).",
+                            "The database is damaged: run `dfi db check`, then rebuild it.") from None
+
+
+class Database:
+    """An opened neighbour database. Small arrays are in memory; images and thumbnails stay memory-mapped."""
+
+    def __init__(self, path: str | Path, allow_empty: bool = False) -> None:
+        root = Path(path)
+        man = read_manifest(root)
+        self.path = root
+        self.manifest = man
+        self.resolution = int(man["resolution"])
+        self.id = man["id"]
+        self.custom: dict = man.get("custom") or {}
+        self.complete = not man.get("pending")
+        self.columns: list[str] = list(man.get("columns", []))
+        self.aliases: set[str] = set(man.get("aliases", []))
+        col_index = {c: j for j, c in enumerate(self.columns)}
+        s = self.resolution
+        images, thumbs, lms, scores, hashes, idents = [], [], [], [], [], []
+        self.identities: list[str] = []
+        name_index: dict[str, int] = {}
+        self._shard_dirs: list[Path] = []  # shards holding faces (parallel to the image memmaps)
+        self._all_dirs: list[Path] = []  # every shard, including ones where every image was skipped
+        for entry in man["shards"]:
+            d = root / "shards" / entry["name"]
+            if not d.is_dir():
+                raise DatabaseError(f"Shard {entry['name']} of {root} is missing.",
+                                    "The database is damaged: rebuild it, or restore the shards folder.")
+            try:
+                meta = json.loads((d / "shard.json").read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as e:
+                raise DatabaseError(f"Shard {entry['name']} of {root}: shard.json unreadable ({e}).",
+                                    "The database is damaged: run `dfi db check`, then rebuild it.") from None
+            n = int(meta.get("count", -1))
+            if n != entry.get("count"):
+                raise DatabaseError(f"Shard {entry['name']} of {root} holds {n} faces, the manifest says "
+                                    f"{entry.get('count')}.", "The database is damaged: rebuild it.")
+            arrs = {k: _load(d, f"{k}.npy", k in ("images", "thumbs"))
+                    for k in ("images", "landmarks", "scores", "hashes", "identity", "thumbs")}
+            want = {"images": ((n, s, s, 3), np.uint8), "landmarks": ((n, 5, 2), np.float32),
+                    "scores": ((n, len(meta.get("columns", []))), np.float32), "hashes": ((n, 16), np.uint8),
+                    "identity": ((n,), np.int32), "thumbs": ((n, THUMB, THUMB, 3), np.uint8)}
+            for k, (shape, dtype) in want.items():
+                if arrs[k].shape != shape or arrs[k].dtype != dtype:
+                    raise DatabaseError(
+                        f"Shard {entry['name']} of {root}: {k}.npy is {arrs[k].dtype}{arrs[k].shape}, "
+                        f"expected {np.dtype(dtype)}{shape}.", "The database is damaged: rebuild it.")
+            self._all_dirs.append(d)
+            if n == 0:
+                continue
+            full = np.full((n, len(self.columns)), np.nan, np.float32)
+            for j, c in enumerate(meta.get("columns", [])):
+                if c not in col_index:
+                    raise DatabaseError(f"Shard {entry['name']} has column {c!r} missing from the manifest.",
+                                        "The database is damaged: rebuild it.")
+                full[:, col_index[c]] = arrs["scores"][:, j]
+            remap = np.full(len(meta.get("identities", [])) + 1, -1, np.int32)
+            for j, nm in enumerate(meta.get("identities", [])):
+                if nm not in name_index:
+                    name_index[nm] = len(self.identities)
+                    self.identities.append(nm)
+                remap[j] = name_index[nm]
+            images.append(arrs["images"])
+            thumbs.append(arrs["thumbs"])
+            lms.append(arrs["landmarks"])
+            scores.append(full)
+            hashes.append(arrs["hashes"])
+            idents.append(remap[arrs["identity"]])  # −1 indexes the trailing −1
+            self._shard_dirs.append(d)
+        self._images = images
+        self._thumbs = thumbs
+        self._offsets = np.cumsum([0] + [len(a) for a in images])
+        self.count = int(self._offsets[-1])
+        if self.count == 0 and not allow_empty:
+            raise DatabaseError(f"The neighbour database at {root} is empty.",
+                                "Add images with `dfi db add`, or rebuild it from a folder that has faces.")
+        self.landmarks = np.concatenate(lms) if lms else np.zeros((0, 5, 2), np.float32)
+        self.scores = np.concatenate(scores) if scores else np.zeros((0, len(self.columns)), np.float32)
+        self.hashes = np.concatenate(hashes) if hashes else np.zeros((0, 16), np.uint8)
+        self.identity = np.concatenate(idents) if idents else np.zeros(0, np.int32)
+        self._hash_index: dict[bytes, int] | None = None
+        self._thumb_cache: np.ndarray | None = None
+
+    # -- access
+    def _locate(self, i: int) -> tuple[int, int]:
+        if not 0 <= i < self.count:
+            raise IndexError(i)
+        s = int(np.searchsorted(self._offsets, i, side="right") - 1)
+        return s, i - int(self._offsets[s])
+
+    def image(self, i: int) -> np.ndarray:
+        """Aligned face i as uint8 (S, S, 3) (a fresh array, not a view of the file)."""
+        s, j = self._locate(int(i))
+        return np.array(self._images[s][j])
+
+    def images(self, indices: Sequence[int]) -> Iterator[np.ndarray]:
+        """Aligned faces as float32 (S, S, 3), streamed (for :func:`~dfi_engine.features.mean_features`)."""
+        for i in indices:
+            yield self.image(int(i)).astype(np.float32)
+
+    def thumbs(self) -> np.ndarray:
+        """All thumbnails (N, 16, 16, 3) uint8, read once."""
+        if self._thumb_cache is None:
+            self._thumb_cache = np.concatenate([np.asarray(t) for t in self._thumbs]) if self._thumbs \
+                else np.zeros((0, THUMB, THUMB, 3), np.uint8)
+        return self._thumb_cache
+
+    def find(self, digest: bytes) -> int | None:
+        """Index of the image with this content hash, if the database has it."""
+        if self._hash_index is None:
+            self._hash_index = {h.tobytes(): i for i, h in enumerate(self.hashes)}
+        return self._hash_index.get(digest)
+
+    def paths(self) -> list[str]:
+        out: list[str] = []
+        for d in self._shard_dirs:
+            out += (d / "paths.txt").read_text(encoding="utf-8").splitlines()
+        return out
+
+    def column(self, name: str) -> np.ndarray:
+        """Scores of one canonical attribute (NaN where unknown)."""
+        if name not in self.columns:
+            raise DatabaseError(f"The database has no {name!r} scores.",
+                                f"It has: {', '.join(self.columns) or 'none'}.")
+        return self.scores[:, self.columns.index(name)]
+
+    def info(self) -> dict:
+        man = self.manifest
+        skipped = dups = 0
+        for d in self._all_dirs:
+            meta = json.loads((d / "shard.json").read_text(encoding="utf-8"))
+            skipped += len(meta.get("skipped", []))
+            dups += len(meta.get("duplicates", []))
+        known = {c: int(np.sum(~np.isnan(self.scores[:, j]))) for j, c in enumerate(self.columns)}
+        present = {c: int(np.sum(self.scores[:, j] > 0)) for j, c in enumerate(self.columns)}
+        return {"path": str(self.path), "format": man["format"], "version": man["version"], "id": self.id,
+                "resolution": self.resolution, "count": self.count, "shards": len(man["shards"]),
+                "complete": self.complete, "landmark_model": man.get("landmark_model"),
+                "identities": len(self.identities), "columns": self.columns, "known": known, "present": present,
+                "custom": self.custom, "skipped": skipped, "duplicates": dups, "sources": man.get("sources", []),
+                "created": man.get("created"), "updated": man.get("updated")}
+
+
+def open_database(path: str | Path) -> Database:
+    return Database(path)
+
+
+def check(path: str | Path) -> dict:
+    """Read every byte of a database and report problems (an empty list when healthy)."""
+    problems: list[str] = []
+    try:
+        db = Database(path, allow_empty=True)
+    except DatabaseError as e:
+        return {"ok": False, "problems": [str(e)], "count": 0}
+    if db.count == 0:
+        problems.append("the database is empty")
+    for k, im in enumerate(db._images):
+        try:
+            for j in range(0, len(im), 256):
+                np.asarray(im[j:j + 256]).sum()
+        except (OSError, ValueError) as e:
+            problems.append(f"shard {db._shard_dirs[k].name}: images unreadable ({e})")
+    if not np.isfinite(db.landmarks).all():
+        problems.append(f"{int((~np.isfinite(db.landmarks)).any(axis=(1, 2)).sum())} faces have non-finite landmarks")
+    if np.isinf(db.scores).any():
+        problems.append("some attribute scores are infinite")
+    uniq = np.unique(db.hashes, axis=0) if db.count else db.hashes
+    if len(uniq) != db.count:
+        problems.append(f"{db.count - len(uniq)} duplicate images (same content hash)")
+    if not db.complete:
+        problems.append("a build was interrupted; re-run it to finish")
+    paths = db.paths()
+    if len(paths) != db.count:
+        problems.append(f"paths.txt lists {len(paths)} sources for {db.count} faces")
+    return {"ok": not problems, "problems": problems, "count": db.count}

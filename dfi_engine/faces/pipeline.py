@@ -1,0 +1,208 @@
+"""Aligned editing end to end: photo -> detect -> canonical crop -> DFI -> change warped back -> composite.
+
+Only the change (edited crop − crop) goes back to the photo, upsampled, so
+the photo keeps its full-resolution detail wherever the edit does nothing;
+the result is composited through the feathered face region times the user's
+mask, and every pixel outside it is bit-identical to the input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..edit import EditOptions, EditResult, apply_vector, fill_grey
+from ..features import Features, ProgressFn
+from ..images import merge_image, split_image, to_mask
+from ..postprocess import blend, compose, feather
+from ..vgg import VGG19Features
+from . import align as al
+from .errors import NoFaceError
+from .landmarks import FaceDetector, choose_face
+
+
+@dataclass
+class FaceEditResult:
+    """One photo per strength (input layout), plus how the face was found and the edited crops."""
+
+    images: list[np.ndarray]
+    strengths: list[float]
+    losses: list[float]
+    weights_label: str
+    face: al.AlignedFace
+    crops: list[np.ndarray] = field(default_factory=list)  # edited canonical crops, uint8
+    info: dict = field(default_factory=dict)
+
+
+def align_photo(photo: np.ndarray, size: int, detector: FaceDetector | None = None,
+                mask: np.ndarray | None = None, whole_image: bool = False,
+                max_pixels: int = 50_000_000) -> al.AlignedFace:
+    """Detect the face (inside the mask if given, else the largest) and map it to the canonical crop.
+
+    ``whole_image=True`` skips detection and squeezes the whole image into the
+    square instead (the explicit fall-back when no face is found).
+    """
+    rgb, _, spec = split_image(photo, max_pixels)
+    if whole_image:
+        m = al.whole_matrix(spec.height, spec.width, size)
+        return al.AlignedFace(al.warp_to_crop(rgb, m, size), m, size, None, None, [], "whole image, unaligned")
+    det = detector or FaceDetector()
+    faces = det.detect(rgb / 255.0)
+    if not faces:
+        raise NoFaceError(
+            f"No face found in the {spec.width}x{spec.height} image.",
+            "Select a larger region around a frontal face, or run without alignment on the whole image "
+            "(whole_image=True; CLI --no-align).",
+        )
+    i, why = choose_face(faces, None if mask is None else to_mask(mask, spec.height, spec.width))
+    crop, m = al.align_rgb(rgb, faces[i], size)
+    return al.AlignedFace(crop, m, size, faces[i].landmarks, faces[i], faces, why)
+
+
+def edit_aligned(
+    net: VGG19Features,
+    photo: np.ndarray,
+    w: Features,
+    strengths: Sequence[float],
+    size: int,
+    mask: np.ndarray | None = None,
+    options: EditOptions = EditOptions(),
+    detector: FaceDetector | None = None,
+    whole_image: bool = False,
+    progress: ProgressFn | None = None,
+    cancel: Callable[[], bool] | None = None,
+    aligned: al.AlignedFace | None = None,
+    feather_frac: float = 0.06,
+    runner: Callable[[np.ndarray, np.ndarray], EditResult] | None = None,
+) -> FaceEditResult:
+    """Apply an attribute vector ``w`` (computed on size×size aligned neighbours) to the face in ``photo``.
+
+    ``w`` may be None when ``runner(crop 0..1, crop mask)`` does the edit on the crop instead.
+    """
+    rgb, alpha, spec = split_image(photo, options.max_pixels)
+    user = to_mask(mask, spec.height, spec.width)
+    af = aligned or align_photo(photo, size, detector, mask, whole_image, options.max_pixels)
+    ellipse = af.aligned
+    crop_region = al.region_in_crop(size, ellipse)
+    if mask is not None:
+        crop_region = crop_region * np.clip(al.warp_to_crop(user, af.matrix, size), 0.0, 1.0)
+    if not (crop_region > 0.01).any():
+        from ..errors import InputError
+
+        raise InputError("The selection does not overlap the face.", "Select (part of) the face, or select nothing.")
+    crop_mask = np.where(crop_region > 0.01, crop_region, 0.0).astype(np.float32)
+    if runner is not None:  # e.g. inpainting, which needs the crop mask to build its vector
+        res = runner(af.crop / 255.0, crop_mask)
+    else:
+        res = apply_vector(net, af.crop / 255.0, w, strengths, crop_mask, options, progress, cancel)
+    region, box = al.region_in_photo(af.matrix, size, (spec.height, spec.width), ellipse)
+    weight_mask = region * user
+    face_px = (box[2] - box[0] + box[3] - box[1]) / 2.0
+    radius = options.feather if options.feather is not None else feather_frac * face_px
+    weight = feather(weight_mask, radius) if ellipse else feather(weight_mask, 0.02 * min(spec.height, spec.width))
+    outs, crops = [], []
+    for edited in res.images:
+        delta = edited.astype(np.float32) * 255.0 - af.crop
+        back = al.warp_from_crop(delta, af.matrix, (spec.height, spec.width), box)
+        out_rgb = blend(rgb, np.clip(rgb + back, 0.0, 255.0), weight)
+        outs.append(compose(photo, merge_image(out_rgb, spec, alpha), weight))
+        crops.append(np.clip(np.rint(edited * 255.0), 0, 255).astype(np.uint8))
+    info = {"face": af.report(), "feather_px": round(float(radius), 2), "region_box": list(box)}
+    return FaceEditResult(outs, res.strengths, res.losses, res.weights_label, af, crops, info)
+
+
+def edit_attribute(
+    net: VGG19Features,
+    photo: np.ndarray,
+    database,
+    attribute,
+    strengths: Sequence[float],
+    mask: np.ndarray | None = None,
+    options: EditOptions = EditOptions(),
+    detector: FaceDetector | None = None,
+    whole_image: bool = False,
+    k: int = 100,
+    minimum: int = 10,
+    cache=None,
+    given: Mapping[str, float] | None = None,
+    rerank_landmarks: bool = False,
+    progress: ProgressFn | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> FaceEditResult:
+    """The whole DFI edit for a named attribute: align, pick neighbours from the database, w (cached), apply.
+
+    ``database`` is an opened :class:`~dfi_engine.faces.database.Database`,
+    ``attribute`` an :class:`~dfi_engine.faces.attributes.AttributeDef`,
+    ``cache`` an optional :class:`~dfi_engine.faces.cache.FeatureCache`.
+    """
+    from .neighbours import attribute_vector_cached, input_scores, select
+
+    if attribute.kind == "inpaint":
+        if mask is None:
+            from ..errors import InputError
+
+            raise InputError("Filling a selection needs a selection.", "Select the region to fill.")
+        return inpaint_face(net, photo, database, mask, strengths[0] if strengths else attribute.strength,
+                            options, detector, whole_image, k, minimum, cache, progress, cancel)
+    size = database.resolution
+    af = align_photo(photo, size, detector, mask, whole_image, options.max_pixels)
+    scores, how, thumb = input_scores(database, photo, af, given)
+    sel = select(database, attribute, scores, k=k, minimum=minimum, exclude=how.get("index"),
+                 identity=how.get("identity"), input_landmarks=af.crop_landmarks if rerank_landmarks else None,
+                 thumb=thumb)
+    w = attribute_vector_cached(net, database, sel, options.batch_size, cache, progress)
+    res = edit_aligned(net, photo, w, strengths, size, mask, options, detector, whole_image, progress, cancel,
+                       aligned=af)
+    res.info.update({"attribute": attribute.name, "input_scores": how, "neighbours": sel.summary()})
+    return res
+
+
+def inpaint_face(
+    net: VGG19Features,
+    photo: np.ndarray,
+    database,
+    mask: np.ndarray,
+    strength: float = 2.8,
+    options: EditOptions = EditOptions(),
+    detector: FaceDetector | None = None,
+    whole_image: bool = False,
+    k: int = 100,
+    minimum: int = 10,
+    cache=None,
+    progress: ProgressFn | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> FaceEditResult:
+    """Fill the selected part of a face from the K database faces nearest in appearance (DFI inpainting).
+
+    w = mean φ(neighbours) − mean φ(neighbours with the selection grey), both
+    cached per (neighbour set, selection in the crop).
+    """
+    import hashlib
+
+    from .database import content_hash, thumbnail
+    from .neighbours import mean_cached, select_appearance
+
+    size = database.resolution
+    af = align_photo(photo, size, detector, mask, whole_image, options.max_pixels)
+    idx = select_appearance(database, thumbnail(af.crop), k, minimum, database.find(content_hash(photo)))
+
+    def run(crop01: np.ndarray, crop_mask: np.ndarray) -> EditResult:
+        region = crop_mask > 0.5
+        if not region.any():
+            from ..errors import InputError
+
+            raise InputError("The selection is too small in the face's frame.", "Select a larger region.")
+        tag = hashlib.sha256(np.packbits(region).tobytes()).digest()
+        full = mean_cached(net, database, idx, options.batch_size, cache, progress, "neighbour features")
+        grey = mean_cached(net, database, idx, options.batch_size, cache, progress, "masked features",
+                           transform=lambda im: fill_grey(im, region), extra=b"grey:" + tag)
+        w = [a - b for a, b in zip(full, grey)]
+        return apply_vector(net, crop01, w, [strength], region.astype(np.float32), options, progress, cancel,
+                            start=fill_grey(crop01 * 255.0, region), feather_px=0.0, match_whole=True)
+
+    res = edit_aligned(net, photo, None, [strength], size, mask, options, detector, whole_image, progress, cancel,
+                       aligned=af, runner=run)
+    res.info.update({"attribute": "inpaint", "neighbours": {"count": len(idx)}})
+    return res
