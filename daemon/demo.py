@@ -1,9 +1,12 @@
-"""``dfi demo``: the whole engine path on an embedded default, offline.
+"""``dfi demo``: start the daemon (auto-start) and edit a sample portrait through it.
 
-Draws synthetic faces (with and without a dark "beard"), computes the
-attribute vector and reconstructs several strengths as one batch, then writes
-each result and a contact sheet. With ``--weights random`` (the default here,
-since no weights can be assumed present) every output is labelled as such.
+One file per strength plus a contact sheet. A real edit needs VGG-19 weights
+and a face database; when either is missing (always, offline on a fresh
+machine) the demo says exactly what is missing and runs the labelled
+**offline smoke mode** instead: seeded random weights (``random:0``) and the
+synthetic neighbour source, through the very same daemon, protocol and files.
+The smoke daemon gets its own endpoint and is stopped afterwards, so it never
+stands in for the user's real daemon.
 """
 
 from __future__ import annotations
@@ -11,71 +14,138 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+SMOKE_BANNER = ("OFFLINE SMOKE MODE: random VGG-19 weights (random:0) + SYNTHETIC cartoon-face neighbours. "
+                "This checks daemon, protocol, engine and file output end to end; the pictures are NOT a real edit.")
+SHEET_LABEL = "OFFLINE SMOKE MODE - random weights, synthetic neighbours - not a real edit"
 
-def contact_sheet(images: list[np.ndarray], captions: list[str], title: str) -> Image.Image:  # noqa: F821
+
+def contact_sheet(images: list[np.ndarray], captions: list[str], title: str, scale: int = 1) -> Any:
+    """Images side by side with a caption each and a title line (red: it carries warnings)."""
     from PIL import Image, ImageDraw
 
-    h, w = images[0].shape[:2]
-    sheet = Image.new("RGB", (w * len(images), h + 30), "white")
+    h, w = images[0].shape[0] * scale, images[0].shape[1] * scale
+    top = 34 if title else 18
+    sheet = Image.new("RGB", (max(w * len(images), 8 * len(title) // 2 + 10), h + top), "white")
     draw = ImageDraw.Draw(sheet)
     for i, (im, cap) in enumerate(zip(images, captions)):
-        sheet.paste(Image.fromarray(im[:, :, :3]), (i * w, 30))
-        draw.text((i * w + 3, 16), cap, fill="black")
-    draw.text((3, 2), title, fill="red")
+        tile = Image.fromarray(np.ascontiguousarray(im[:, :, :3])).resize((w, h), Image.NEAREST)
+        sheet.paste(tile, (i * w, top))
+        draw.text((i * w + 3, top - 14), cap, fill="black")
+    if title:
+        draw.text((3, 2), title, fill="red")
     return sheet
 
 
-def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+def missing_for_real_edit(weights: str) -> list[str]:
+    """What a real (non-smoke) demo lacks on this machine, one sentence each."""
+    from .neighbours import real_database_status
 
-    import dfi_engine as dfi
-    from dfi_engine.synthetic import face
+    missing = []
+    if not weights.startswith("random"):
+        from dfi_engine.weights import SOURCES, weights_dir
+
+        if weights in SOURCES:
+            path = weights_dir() / SOURCES[weights].filename
+            if not path.is_file():
+                missing.append(f"VGG-19 weights: {path} is absent (download it with internet access: "
+                               f"{SOURCES[weights].url}, or pass --weights PATH)")
+        elif not Path(weights).expanduser().is_file():
+            missing.append(f"VGG-19 weights: no file {weights}")
+    db = real_database_status()
+    if db:
+        missing.append(db)
+    return missing
+
+
+def run(args: argparse.Namespace) -> int:
+    from . import cli_common, imageio, launch, paths
+    from . import protocol as P
+
+    missing = [] if args.offline else missing_for_real_edit(args.weights)
+    smoke = args.offline or bool(missing)
+    if missing:
+        print("dfi demo: a real edit is not possible on this machine yet; missing:")
+        for m in missing:
+            print(f"  - {m}")
+        if args.no_fallback:
+            print("dfi demo: --no-fallback given; stopping. Run 'dfi demo --offline' for the smoke mode.")
+            return 1
+        print("dfi demo: falling back to the offline smoke mode (use --offline to skip this check).")
+    if smoke:
+        print(SMOKE_BANNER)
+    endpoint = cli_common.apply_dirs(args)
+    if smoke and not args.endpoint:
+        endpoint = f"ipc://{paths.runtime_dir() / 'demo-smoke.sock'}"
+    daemon_args = ["--weights", "random:0" if smoke else args.weights, "--database",
+                   "synthetic" if smoke else args.database, "--device", args.device, "--threads", str(args.threads)]
+
+    from dfi_engine.synthetic import face  # the sample portrait (no photo can be assumed present)
 
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(args.seed)
-    size = args.size
-    photo = face(rng, False, size)
-    source = [face(rng, False, size) for _ in range(args.k)]
-    target = [face(rng, True, size) for _ in range(args.k)]
     strengths = [float(s) for s in args.strength.split(",")]
-    net = dfi.load_vgg19(args.weights, args.device)
-    print(f"weights: {net.label}")
-    bar = tqdm(total=args.iterations, desc="reconstruct", unit="it")
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if stage == "reconstruct":
-            bar.update(done - bar.n)
-
+    if args.image:
+        loaded = imageio.load_image(args.image)
+    else:
+        photo = face(np.random.default_rng(args.seed), False, args.size)
+        loaded = imageio.Loaded(out / "input.png", P.image_map(photo.tobytes(), args.size, args.size, "RGB8"), "RGB")
     t0 = time.perf_counter()
-    opts = dfi.EditOptions(scaling=args.scaling,
-                           reconstruct=dfi.ReconstructConfig(iterations=args.iterations))
-    res = dfi.edit(net, photo, source, target, strengths, options=opts, progress=progress)
-    bar.close()
-    from PIL import Image
-
-    Image.fromarray(photo).save(out / "input.png")
-    for s, im in zip(strengths, res.images):
-        Image.fromarray(im).save(out / f"demo_{s:g}.png")
-    sheet = contact_sheet([photo, *res.images], ["input", *[f"{s:g}" for s in strengths]],
-                          net.label if "RANDOM" in net.label else "")
-    sheet.save(out / "contact_sheet.png")
-    print(f"{len(strengths)} strengths in {time.perf_counter() - t0:.1f} s -> {out}/contact_sheet.png")
+    client, proc = launch.connect(endpoint, args.timeout, True, daemon_args, args.start_timeout)
+    try:
+        with client:
+            attrs = client.attributes().get("attributes", [])
+            if not any(a["name"] == args.attribute for a in attrs):
+                raise imageio.ImageFileError(f"The daemon's neighbours define no attribute {args.attribute!r}; "
+                                             f"it has: {', '.join(a['name'] for a in attrs) or 'none'}.")
+            msg = P.edit_request(loaded.wire, args.attribute, strengths, iterations=args.iterations, k=args.k)
+            bar, on_event = cli_common.progress_bar(f"demo {args.attribute}")
+            try:
+                result = client.run_job(msg, on_event)
+            finally:
+                bar.close()
+    finally:
+        if proc is not None and smoke and not args.keep_daemon:
+            launch.stop(endpoint)
+            proc.wait(timeout=30)
+    out.mkdir(parents=True, exist_ok=True)
+    original = np.asarray(imageio.to_pil(loaded.wire))
+    imageio.save_atomic(imageio.to_pil(loaded.wire), out / "input.png")
+    outputs = []
+    for s, wire in zip(result["strengths"], result["images"]):
+        path = out / f"demo_{args.attribute}_{s:g}.png"
+        imageio.save_result(wire, loaded, path)
+        outputs.append(np.asarray(imageio.to_pil(wire)))
+        print(path)
+    sheet = contact_sheet([original, *outputs], ["input", *[f"{s:g}" for s in result["strengths"]]],
+                          SHEET_LABEL if smoke else "", scale=max(1, 192 // max(original.shape[:2])))
+    imageio.save_atomic(sheet, out / "contact_sheet.png")
+    print(out / "contact_sheet.png")
+    print(f"dfi demo: {len(strengths)} strengths in {time.perf_counter() - t0:.1f} s "
+          f"(weights: {result['weights']}; neighbours: {result['source']})")
+    if smoke:
+        print("dfi demo: that was the SMOKE MODE (not a real edit). For real edits provide VGG-19 weights and a "
+              "face database, then run 'dfi demo' again.")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the engine on built-in synthetic faces (offline)")
-    p.add_argument("-o", "--output", default="out/demo", help="folder for the results")
-    p.add_argument("--weights", default="random", help="torchvision | gatys | random[:SEED] | PATH")
-    p.add_argument("--device", default="cpu")
+    from . import cli_common
+
+    p = sub.add_parser("demo", help="edit a sample portrait through the daemon (offline smoke mode if needed)")
+    p.add_argument("--offline", action="store_true",
+                   help="run the labelled smoke mode (random weights, synthetic neighbours) without checking")
+    p.add_argument("--no-fallback", action="store_true", help="fail instead of falling back to the smoke mode")
+    p.add_argument("--keep-daemon", action="store_true", help="leave the smoke-mode daemon running afterwards")
+    p.add_argument("--image", help="portrait to edit (default: a built-in synthetic face)")
+    p.add_argument("-o", "--output", default="out/demo", help="folder for the results (default %(default)s)")
+    p.add_argument("--attribute", default="facehair", help="attribute to edit (default %(default)s)")
     p.add_argument("--strength", default="0.5,1,1.5", help="comma-separated strengths")
-    p.add_argument("--scaling", default="none", choices=["none", "beta"])
-    p.add_argument("--iterations", type=int, default=150)
-    p.add_argument("--size", type=int, default=80)
-    p.add_argument("-k", type=int, default=16, help="neighbours per set")
+    p.add_argument("--iterations", type=int, default=40, help="reconstruction iterations (smoke default 40)")
+    p.add_argument("--size", type=int, default=64, help="side of the synthetic sample portrait")
+    p.add_argument("-k", type=int, default=8, help="neighbours per set")
     p.add_argument("--seed", type=int, default=0)
+    cli_common.add_connection_options(p)
     p.set_defaults(func=run)

@@ -1,0 +1,97 @@
+"""Options shared by every command that talks to the daemon, and the auto-start glue."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from typing import Any
+
+from . import launch, paths, server
+from .client import DEFAULT_TIMEOUT_S, Client
+
+
+def add_connection_options(p: argparse.ArgumentParser, autostart: bool = True) -> None:
+    g = p.add_argument_group("daemon connection")
+    g.add_argument("--endpoint", default=None,
+                   help="daemon endpoint: ipc:///path or tcp://127.0.0.1:PORT (env DFI_ENDPOINT; default: a private "
+                        "Unix socket in the user's runtime dir)")
+    g.add_argument("--runtime-dir", default=None, help="folder for the socket and pid file (env DFI_RUNTIME_DIR)")
+    g.add_argument("--state-dir", default=None, help="folder for the daemon's log (env DFI_STATE_DIR)")
+    g.add_argument("--timeout", type=float, default=float(os.environ.get("DFI_TIMEOUT", DEFAULT_TIMEOUT_S)),
+                   help="seconds without any answer from the daemon before giving up (default %(default)s)")
+    if autostart:
+        g.add_argument("--no-autostart", dest="autostart", action="store_false",
+                       help="fail instead of starting a daemon when none is running")
+        g.add_argument("--start-timeout", type=float, default=300.0,
+                       help="seconds to wait for an auto-started daemon to be ready")
+        d = p.add_argument_group("auto-started daemon")
+        server.add_arguments(d)
+
+
+def apply_dirs(args: argparse.Namespace) -> str:
+    """Export --runtime-dir/--state-dir (so a started daemon inherits them); return the endpoint."""
+    if getattr(args, "runtime_dir", None):
+        os.environ["DFI_RUNTIME_DIR"] = args.runtime_dir
+    if getattr(args, "state_dir", None):
+        os.environ["DFI_STATE_DIR"] = args.state_dir
+    return args.endpoint or paths.default_endpoint()
+
+
+def daemon_argv(args: argparse.Namespace) -> list[str]:
+    """The daemon options of ``args`` as a command line for ``python -m dfi_daemon.server``."""
+    argv = ["--weights", args.weights, "--device", args.device, "--database", args.database,
+            "--threads", str(args.threads), "--max-queue", str(args.max_queue), "--max-pixels", str(args.max_pixels),
+            "--max-message-mb", str(args.max_message_mb), "--client-timeout", str(args.client_timeout)]
+    if args.curve_dir:
+        argv += ["--curve-dir", args.curve_dir]
+    if not args.warm_up:
+        argv.append("--no-warm-up")
+    return argv
+
+
+def connect(args: argparse.Namespace, announce: bool = True) -> tuple[Client, subprocess.Popen | None]:
+    endpoint = apply_dirs(args)
+    return launch.connect(endpoint, args.timeout, getattr(args, "autostart", False), daemon_argv(args)
+                          if hasattr(args, "weights") else [], getattr(args, "start_timeout", 300.0), announce)
+
+
+def warn(msg: str) -> None:
+    print(f"dfi: {msg}", file=sys.stderr, flush=True)
+
+
+class ProgressBar:
+    """A tqdm bar in percent, fed by the daemon's events; created only once a job is accepted."""
+
+    def __init__(self, desc: str) -> None:
+        self.desc = desc
+        self.bar: Any = None
+
+    def __call__(self, ev: dict[str, Any]) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=100, desc=self.desc, unit="%", file=sys.stderr, leave=True, dynamic_ncols=True,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}|{postfix}")
+        bar, kind = self.bar, ev.get("type")
+        if kind == "accepted":
+            bar.set_postfix_str(f"queued, {ev['position']} ahead" if ev.get("position") else "starting")
+        elif kind == "progress":
+            done = int(round(100 * float(ev.get("fraction", 0.0))))
+            if done > bar.n:
+                bar.update(done - bar.n)
+            bar.set_postfix_str(str(ev.get("message", ev.get("stage", "")))[:40])
+        elif kind == "result":
+            bar.update(100 - bar.n)
+            bar.set_postfix_str(f"done in {ev.get('seconds', 0):.1f} s")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def progress_bar(desc: str) -> tuple[ProgressBar, ProgressBar]:
+    """(object to close, event callback): the same object, kept as a pair for call sites' clarity."""
+    bar = ProgressBar(desc)
+    return bar, bar

@@ -1,0 +1,198 @@
+"""A blocking client for the daemon: requests, jobs with progress, heartbeats and timeouts.
+
+Stdlib + pyzmq + msgpack only (via :mod:`protocol`), so the GIMP plug-in can
+use it as is. Every wait has a deadline: GIMP waits forever on a plug-in, so a
+dead daemon must turn into a clear error, never a hang.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from . import protocol as P
+
+DEFAULT_TIMEOUT_S = 30.0
+
+
+class DaemonError(Exception):
+    """An error reply from the daemon, or the daemon not answering; ``code`` as in the protocol."""
+
+    def __init__(self, code: str, message: str, hint: str | None = None, reply: dict | None = None) -> None:
+        self.code = code
+        self.message = message
+        self.hint = hint
+        self.reply = reply or {}
+        super().__init__(f"{message} {hint}" if hint else message)
+
+
+class DaemonUnavailable(DaemonError):
+    """Nothing answered on the endpoint within the timeout."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__("daemon_unavailable", message, hint)
+
+
+def curve_from_env() -> tuple[str, str] | None:
+    """(server public key file, client secret key file) from DFI_CURVE_SERVER_KEY / DFI_CURVE_CLIENT_KEY."""
+    server, client = os.environ.get("DFI_CURVE_SERVER_KEY"), os.environ.get("DFI_CURVE_CLIENT_KEY")
+    return (server, client) if server and client else None
+
+
+class Client:
+    """One DEALER connection to the daemon. Not thread-safe (like the socket under it)."""
+
+    def __init__(self, endpoint: str, timeout: float = DEFAULT_TIMEOUT_S,
+                 curve: tuple[str, str] | None = None) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        curve = curve or curve_from_env()
+        if curve:
+            from zmq.auth import load_certificate
+
+            server_public, _ = load_certificate(curve[0])
+            public, secret = load_certificate(curve[1])
+            if secret is None:
+                raise DaemonError("bad_key", f"{curve[1]} holds no secret key.",
+                                  "Pass the client's .key_secret file (DFI_CURVE_CLIENT_KEY).")
+            self.sock.curve_serverkey = server_public
+            self.sock.curve_publickey = public
+            self.sock.curve_secretkey = secret
+        self.sock.connect(endpoint)
+        self._ids = itertools.count(1)
+        self.limits: dict[str, Any] = {}
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+        self.ctx.term()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ plumbing
+    def send(self, msg: dict[str, Any]) -> Any:
+        """Send a request (assigning an id if it has none); returns the id."""
+        if msg.get("id") is None:
+            msg = {**msg, "id": next(self._ids)}
+        frame = P.pack(msg)
+        limit = self.limits.get("max_message_bytes")
+        if limit and len(frame) > limit:
+            raise DaemonError("too_large", f"The request is {len(frame):,} bytes; the daemon accepts at most "
+                              f"{limit:,}.", "Send a smaller image (select the face) or scale it down.")
+        self.sock.send(frame)
+        return msg["id"]
+
+    def receive(self, timeout: float) -> dict[str, Any] | None:
+        """Next reply, or None after ``timeout`` seconds."""
+        if not self.sock.poll(int(max(timeout, 0) * 1000)):
+            return None
+        return P.unpack(self.sock.recv(), 1 << 31)
+
+    def call(self, msg: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """Send one request and return its reply (error replies raise :class:`DaemonError`)."""
+        timeout = self.timeout if timeout is None else timeout
+        rid = self.send(msg)
+        end = time.monotonic() + timeout
+        while True:
+            left = end - time.monotonic()
+            reply = self.receive(left) if left > 0 else None
+            if reply is None:
+                raise DaemonUnavailable(
+                    f"The daemon on {self.endpoint} did not answer within {timeout:g} s.",
+                    "Is it running? Check 'dfi daemon status' and 'dfi daemon logs'.")
+            if reply.get("id") != rid:
+                continue  # a late reply to an earlier request
+            if reply.get("type") == "error":
+                raise DaemonError(reply.get("code", "error"), reply.get("message", "error"), reply.get("hint"), reply)
+            return reply
+
+    # ------------------------------------------------------------------ simple operations
+    def hello(self, client: str = "gimp-dfi", timeout: float | None = None) -> dict[str, Any]:
+        reply = self.call(P.hello(client), timeout)
+        self.limits = reply.get("limits", {})
+        return reply
+
+    def ping(self, timeout: float | None = None) -> dict[str, Any]:
+        return self.call(P.simple("ping"), timeout)
+
+    def status(self) -> dict[str, Any]:
+        return self.call(P.simple("status"))
+
+    def attributes(self) -> dict[str, Any]:
+        return self.call(P.simple("attributes"))
+
+    def cancel(self, job: str) -> dict[str, Any]:
+        return self.call(P.simple("cancel", job=job))
+
+    def shutdown(self, timeout: float | None = None) -> dict[str, Any]:
+        return self.call(P.simple("shutdown"), timeout)
+
+    def echo(self, image: dict[str, Any]) -> dict[str, Any]:
+        return self.call(P.simple("echo", image=image))
+
+    # ------------------------------------------------------------------ jobs
+    def run_job(self, msg: dict[str, Any], on_event: Callable[[dict[str, Any]], None] | None = None,
+                timeout: float | None = None) -> dict[str, Any]:
+        """Submit an edit/inpaint, stream its events to ``on_event`` and return the result reply.
+
+        Sends heartbeats while waiting (the daemon cancels the job of a silent client)
+        and raises :class:`DaemonUnavailable` if the daemon is silent for ``timeout``
+        seconds. Ctrl+C cancels the job on the daemon before re-raising.
+        """
+        timeout = self.timeout if timeout is None else timeout
+        accepted = self.call(msg, timeout)
+        if on_event:
+            on_event(accepted)
+        job, rid = accepted["job"], accepted["id"]
+        interval = float(accepted.get("heartbeat_interval_s", P.HEARTBEAT_INTERVAL_S))
+        heard = time.monotonic()
+        next_beat = heard + interval
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= next_beat:
+                    self.send(P.simple("heartbeat", jobs=[job]))
+                    next_beat = now + interval
+                reply = self.receive(min(next_beat - now, interval))
+                now = time.monotonic()
+                if reply is None:
+                    if now - heard > timeout:
+                        raise DaemonUnavailable(
+                            f"The daemon on {self.endpoint} stopped answering while running {job} "
+                            f"(nothing for {timeout:g} s); it may have crashed or been stopped.",
+                            "See 'dfi daemon logs', then retry (the daemon restarts automatically).")
+                    continue
+                heard = now
+                kind = reply.get("type")
+                if kind == "heartbeat":
+                    if reply.get("jobs", {}).get(job) == "unknown":
+                        # results are sent before heartbeat answers, so the job really is gone
+                        raise DaemonError("unknown_job", f"The daemon no longer knows {job} and sent no result.",
+                                          "It was probably restarted; submit the request again.")
+                    continue
+                if reply.get("id") != rid:
+                    continue
+                if kind == "error":
+                    raise DaemonError(reply.get("code", "error"), reply.get("message", "error"), reply.get("hint"),
+                                      reply)
+                if on_event:
+                    on_event(reply)
+                if kind == "result":
+                    return reply
+        except KeyboardInterrupt:
+            try:
+                self.send(P.simple("cancel", job=job))
+            except zmq.ZMQError:
+                pass
+            raise

@@ -1,0 +1,364 @@
+"""The gimp-dfi wire protocol: the single source of truth for daemon, CLI and GIMP plug-in.
+
+Importable with only the standard library, pyzmq and msgpack (GIMP's Python has
+no numpy or torch). Every message is one ZeroMQ frame holding one msgpack map
+with the protocol version ``v``. Clients use a DEALER socket, the daemon a
+ROUTER. docs/protocol.md describes every message; this module enforces it.
+
+Requests carry ``op`` (and an optional client-chosen ``id`` echoed in every
+reply); replies carry ``type``. Validation is strict: an unknown version, op
+or field, a wrong type, or an image whose byte count does not match its size
+is answered with a typed ``error`` reply (``code`` + ``message`` + ``hint``),
+checked before any pixel memory is allocated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+PROTOCOL_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+
+MIN_SIDE = 32
+DEFAULT_MAX_PIXELS = 2_000_000
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+MAX_STRENGTHS = 16
+MAX_ID_LEN = 64
+MAX_STR_LEN = 4096
+HEARTBEAT_INTERVAL_S = 1.0  # clients send a heartbeat this often while they wait for a job
+DEFAULT_CLIENT_TIMEOUT_S = 6.0  # the daemon cancels a job whose client has been silent this long
+
+FORMATS = {"RGB8": 3, "RGBA8": 4}  # image pixel formats: bytes per pixel, row-major, top row first
+MASK_FORMATS = {"L8": 1}  # mask: one byte per pixel, 0 = keep, 255 = edit, in between = partial
+SCALINGS = ("none", "beta")
+COLOR_MODES = ("channel", "global", "none")
+
+# Error codes: (meaning, default hint). Engine errors (bad_input, image_too_small, ...) reuse their codes.
+ERRORS: dict[str, str] = {
+    "bad_message": "The message is not a msgpack map; send one frame holding a msgpack map.",
+    "unsupported_version": "Protocol version not supported; upgrade the older side (see 'supported').",
+    "unknown_op": "Unknown operation; see the 'ops' list of the hello reply.",
+    "bad_field": "A field is missing, unknown or of the wrong type or range.",
+    "too_large": "The message exceeds the daemon's size limit.",
+    "image_too_small": "The image is smaller than 32x32 pixels.",
+    "image_too_large": "The image has more pixels than the daemon's limit.",
+    "queue_full": "The daemon's job queue is full; retry later or cancel a job.",
+    "unknown_job": "No queued or running job has that id.",
+    "unknown_attribute": "The neighbour source does not define that attribute; run 'dfi attributes'.",
+    "no_database": "The daemon has no neighbour database loaded.",
+    "align_unavailable": "Face alignment is not available in this version.",
+    "cancelled": "The job was cancelled.",
+    "client_gone": "The job was cancelled because its client stopped sending heartbeats.",
+    "shutting_down": "The daemon is shutting down.",
+    "bad_input": "The image, mask or a parameter is unusable as given.",
+    "weights_error": "The VGG-19 weights could not be loaded.",
+    "engine_error": "The engine failed.",
+    "internal_error": "Unexpected daemon error; see 'dfi daemon logs'.",
+}
+
+
+class ProtocolError(Exception):
+    """A typed protocol error; ``code`` is one of :data:`ERRORS`."""
+
+    def __init__(self, code: str, message: str, hint: str | None = None, **extra: Any) -> None:
+        self.code = code
+        self.message = message
+        self.hint = hint
+        self.extra = extra
+        super().__init__(f"{message} {hint}" if hint else message)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the daemon accepts; announced in the hello reply."""
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_strengths: int = MAX_STRENGTHS
+
+
+@dataclass(frozen=True)
+class Image:
+    """A validated image or mask: the byte count matches width × height × channels."""
+
+    width: int
+    height: int
+    format: str
+    data: bytes
+
+    @property
+    def channels(self) -> int:
+        return {**FORMATS, **MASK_FORMATS}[self.format]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"width": self.width, "height": self.height, "format": self.format, "data": self.data}
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def pack(msg: dict[str, Any]) -> bytes:
+    """One message -> one frame. Adds the protocol version if absent."""
+    if "v" not in msg:
+        msg = {"v": PROTOCOL_VERSION, **msg}
+    return msgpack.packb(msg, use_bin_type=True)
+
+
+def unpack(frame: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> dict[str, Any]:
+    """One frame -> a map, with msgpack's own length limits so a hostile header cannot make it allocate."""
+    if len(frame) > max_bytes:
+        raise ProtocolError("too_large", f"Message of {len(frame):,} bytes exceeds the limit of {max_bytes:,}.",
+                            "Send a smaller image (select the face) or raise the daemon's --max-message-mb.")
+    try:
+        msg = msgpack.unpackb(
+            frame, raw=False, strict_map_key=True, max_bin_len=max_bytes, max_str_len=MAX_STR_LEN * 16,
+            max_array_len=4096, max_map_len=256, max_ext_len=0,
+        )
+    except Exception as e:  # msgpack raises several unrelated types (ValueError, ExtraData, StackError, ...)
+        raise ProtocolError("bad_message", f"Could not decode the message as msgpack ({type(e).__name__}).",
+                            "Send exactly one frame holding one msgpack map.") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError("bad_message", f"Message is a msgpack {type(msg).__name__}, not a map.",
+                            "Send one msgpack map with 'v' and 'op' keys.")
+    return msg
+
+
+def error_reply(code: str, message: str, hint: str | None = None, req_id: Any = None, **extra: Any) -> dict:
+    """A typed error reply; ``hint`` defaults to the code's standard advice."""
+    return {"v": PROTOCOL_VERSION, "type": "error", "id": req_id, "code": code, "message": message,
+            "hint": hint if hint is not None else ERRORS.get(code, ""), **extra}
+
+
+def reply(kind: str, req_id: Any = None, **fields: Any) -> dict:
+    return {"v": PROTOCOL_VERSION, "type": kind, "id": req_id, **fields}
+
+
+# --------------------------------------------------------------------------- validation helpers
+
+
+def _bad(field: str, what: str) -> ProtocolError:
+    return ProtocolError("bad_field", f"Field '{field}' {what}.", "Fix the request; see docs/protocol.md.")
+
+
+def _int(field: str, v: Any, lo: int, hi: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _bad(field, f"must be an integer, got {type(v).__name__}")
+    if not lo <= v <= hi:
+        raise _bad(field, f"must be between {lo} and {hi}, got {v}")
+    return v
+
+
+def _float(field: str, v: Any, lo: float, hi: float) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise _bad(field, f"must be a number, got {type(v).__name__}")
+    f = float(v)
+    if not math.isfinite(f) or not lo <= f <= hi:
+        raise _bad(field, f"must be a finite number between {lo:g} and {hi:g}, got {v!r}")
+    return f
+
+
+def _str(field: str, v: Any, choices: tuple[str, ...] | None = None, max_len: int = MAX_STR_LEN) -> str:
+    if not isinstance(v, str):
+        raise _bad(field, f"must be a string, got {type(v).__name__}")
+    if choices is not None and v not in choices:
+        raise _bad(field, f"must be one of {', '.join(choices)}, got {v[:40]!r}")
+    if len(v) > max_len:
+        raise _bad(field, f"is longer than {max_len} characters")
+    return v
+
+
+def _bool(field: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise _bad(field, f"must be true or false, got {type(v).__name__}")
+    return v
+
+
+def _image(field: str, v: Any, limits: Limits, formats: dict[str, int]) -> Image:
+    """Check an image map; sizes are checked against the limits before the byte count is even looked at."""
+    if not isinstance(v, dict):
+        raise _bad(field, f"must be a map with width, height, format and data, got {type(v).__name__}")
+    unknown = set(v) - {"width", "height", "format", "data"}
+    if unknown:
+        raise _bad(field, f"has unknown keys {sorted(map(str, unknown))}; allowed: width, height, format, data")
+    for key in ("width", "height", "format", "data"):
+        if key not in v:
+            raise _bad(f"{field}.{key}", "is missing")
+    w = _int(f"{field}.width", v["width"], 1, 1 << 20)
+    h = _int(f"{field}.height", v["height"], 1, 1 << 20)
+    fmt = _str(f"{field}.format", v["format"], tuple(formats))
+    if w < MIN_SIDE or h < MIN_SIDE:
+        raise ProtocolError("image_too_small", f"{field} is {w}x{h} pixels; DFI needs at least {MIN_SIDE}x{MIN_SIDE}.",
+                            "Select a larger region or scale the image up.")
+    if w * h > limits.max_pixels:
+        raise ProtocolError("image_too_large",
+                            f"{field} is {w}x{h} = {w * h:,} pixels, over the daemon's limit of {limits.max_pixels:,}.",
+                            "Select a smaller region (the face), scale the image down, or start the daemon "
+                            "with a larger --max-pixels if the device has the memory.")
+    data = v["data"]
+    if not isinstance(data, (bytes, bytearray)):
+        raise _bad(f"{field}.data", f"must be binary (msgpack bin), got {type(data).__name__}")
+    expected = w * h * formats[fmt]
+    if len(data) != expected:
+        raise _bad(f"{field}.data", f"has {len(data):,} bytes but {w}x{h} {fmt} needs exactly {expected:,}")
+    return Image(w, h, fmt, bytes(data))
+
+
+def _strengths(field: str, v: Any, limits: Limits) -> list[float]:
+    if not isinstance(v, list) or not v:
+        raise _bad(field, "must be a non-empty list of numbers")
+    if len(v) > limits.max_strengths:
+        raise _bad(field, f"has {len(v)} entries; at most {limits.max_strengths} per request")
+    return [_float(f"{field}[{i}]", s, -100.0, 100.0) for i, s in enumerate(v)]
+
+
+def _job_id(field: str, v: Any) -> str:
+    return _str(field, v, max_len=MAX_ID_LEN)
+
+
+_OPTION_CHECKS = {
+    "iterations": lambda f, v: _int(f, v, 1, 10_000),
+    "k": lambda f, v: _int(f, v, 1, 1000),
+    "scaling": lambda f, v: _str(f, v, SCALINGS),
+    "color": lambda f, v: _str(f, v, COLOR_MODES),
+    "align": _bool,
+    "feather": lambda f, v: _float(f, v, 0.0, 10_000.0),
+}
+EDIT_OPTIONS = ("iterations", "k", "scaling", "color", "align", "feather")
+INPAINT_OPTIONS = ("iterations", "k", "scaling", "color")
+
+
+def _options(field: str, v: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(v, dict):
+        raise _bad(field, f"must be a map, got {type(v).__name__}")
+    out = {}
+    for key, val in v.items():
+        if key not in allowed:
+            raise _bad(f"{field}.{str(key)[:40]}", f"is not an option here; allowed: {', '.join(allowed)}")
+        out[key] = _OPTION_CHECKS[key](f"{field}.{key}", val)
+    return out
+
+
+# op -> {field: (required, checker(field, value, limits))}
+_Field = tuple[bool, Any]
+OPS: dict[str, dict[str, _Field]] = {
+    "hello": {"versions": (False, lambda f, v, lim: [_int(f, x, 0, 1 << 30) for x in _list(f, v, 32)]),
+              "client": (False, lambda f, v, lim: _str(f, v, max_len=200))},
+    "ping": {},
+    "status": {},
+    "attributes": {},
+    "echo": {"image": (True, lambda f, v, lim: _image(f, v, lim, FORMATS))},
+    "edit": {
+        "image": (True, lambda f, v, lim: _image(f, v, lim, FORMATS)),
+        "mask": (False, lambda f, v, lim: None if v is None else _image(f, v, lim, MASK_FORMATS)),
+        "attribute": (True, lambda f, v, lim: _str(f, v, max_len=200)),
+        "strengths": (True, _strengths),
+        "options": (False, lambda f, v, lim: _options(f, v, EDIT_OPTIONS)),
+    },
+    "inpaint": {
+        "image": (True, lambda f, v, lim: _image(f, v, lim, FORMATS)),
+        "mask": (True, lambda f, v, lim: _image(f, v, lim, MASK_FORMATS)),
+        "strength": (False, lambda f, v, lim: _float(f, v, -100.0, 100.0)),
+        "options": (False, lambda f, v, lim: _options(f, v, INPAINT_OPTIONS)),
+    },
+    "heartbeat": {"jobs": (False, lambda f, v, lim: [_job_id(f, x) for x in _list(f, v, 64)])},
+    "cancel": {"job": (True, lambda f, v, lim: _job_id(f, v))},
+    "shutdown": {},
+}
+
+
+def _list(field: str, v: Any, max_len: int) -> list:
+    if not isinstance(v, list):
+        raise _bad(field, f"must be a list, got {type(v).__name__}")
+    if len(v) > max_len:
+        raise _bad(field, f"has more than {max_len} entries")
+    return v
+
+
+def request_id(msg: dict[str, Any]) -> Any:
+    """The client's request id if it is of an allowed type (so even an error reply can carry it)."""
+    rid = msg.get("id")
+    if isinstance(rid, bool) or not (rid is None or isinstance(rid, int) or
+                                     (isinstance(rid, str) and len(rid) <= MAX_ID_LEN)):
+        return None
+    if isinstance(rid, int) and not -(1 << 63) <= rid < (1 << 63):
+        return None
+    return rid
+
+
+def validate_request(msg: dict[str, Any], limits: Limits = Limits()) -> dict[str, Any]:
+    """Check a decoded request; return ``{"op", "id", <fields>}`` with images as :class:`Image`.
+
+    Raises :class:`ProtocolError` for anything not exactly as documented.
+    """
+    v = msg.get("v")
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ProtocolError("unsupported_version", "Message has no integer protocol version 'v'.",
+                            f"Add \"v\": {PROTOCOL_VERSION}.", supported=list(SUPPORTED_VERSIONS))
+    if v not in SUPPORTED_VERSIONS:
+        raise ProtocolError("unsupported_version", f"Protocol version {v} is not supported by this daemon.",
+                            f"This daemon speaks versions {list(SUPPORTED_VERSIONS)}; upgrade the older side.",
+                            supported=list(SUPPORTED_VERSIONS))
+    op = msg.get("op")
+    if not isinstance(op, str) or op not in OPS:
+        shown = op[:40] if isinstance(op, str) else type(op).__name__
+        raise ProtocolError("unknown_op", f"Unknown operation {shown!r}.", f"Use one of: {', '.join(OPS)}.")
+    if "id" in msg and request_id(msg) is None and msg["id"] is not None:
+        raise _bad("id", f"must be an integer or a string of at most {MAX_ID_LEN} characters")
+    fields = OPS[op]
+    unknown = [k for k in msg if k not in ("v", "op", "id") and k not in fields]
+    if unknown:
+        allowed = ", ".join(["v", "op", "id", *fields])
+        raise _bad(str(unknown[0])[:40], f"is not part of '{op}' (allowed: {allowed})")
+    out: dict[str, Any] = {"op": op, "id": request_id(msg)}
+    for name, (required, check) in fields.items():
+        if name not in msg:
+            if required:
+                raise _bad(name, f"is required by '{op}'")
+            continue
+        out[name] = check(name, msg[name], limits)
+    for name in ("mask",):
+        m, im = out.get(name), out.get("image")
+        if m is not None and im is not None and (m.width, m.height) != (im.width, im.height):
+            raise _bad(name, f"is {m.width}x{m.height} but the image is {im.width}x{im.height}; "
+                       "they must be the same size")
+    return out
+
+
+# --------------------------------------------------------------------------- request builders (for clients)
+
+
+def image_map(data: bytes, width: int, height: int, fmt: str) -> dict[str, Any]:
+    return {"width": int(width), "height": int(height), "format": fmt, "data": bytes(data)}
+
+
+def hello(client: str = "gimp-dfi") -> dict[str, Any]:
+    return {"v": PROTOCOL_VERSION, "op": "hello", "versions": list(SUPPORTED_VERSIONS), "client": client}
+
+
+def edit_request(image: dict, attribute: str, strengths: list[float], mask: dict | None = None,
+                 req_id: Any = None, **options: Any) -> dict[str, Any]:
+    msg: dict[str, Any] = {"v": PROTOCOL_VERSION, "op": "edit", "id": req_id, "image": image,
+                           "attribute": attribute, "strengths": [float(s) for s in strengths]}
+    if mask is not None:
+        msg["mask"] = mask
+    if options:
+        msg["options"] = {k: v for k, v in options.items() if v is not None}
+    return msg
+
+
+def inpaint_request(image: dict, mask: dict, strength: float | None = None, req_id: Any = None,
+                    **options: Any) -> dict[str, Any]:
+    msg: dict[str, Any] = {"v": PROTOCOL_VERSION, "op": "inpaint", "id": req_id, "image": image, "mask": mask}
+    if strength is not None:
+        msg["strength"] = float(strength)
+    if options:
+        msg["options"] = {k: v for k, v in options.items() if v is not None}
+    return msg
+
+
+def simple(op: str, req_id: Any = None, **fields: Any) -> dict[str, Any]:
+    return {"v": PROTOCOL_VERSION, "op": op, "id": req_id, **fields}

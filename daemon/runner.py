@@ -1,0 +1,139 @@
+"""Turns a validated edit/inpaint request into engine calls on the resident model.
+
+The only daemon module that touches numpy and torch. It owns the loaded
+VGG-19 and the neighbour source for the daemon's lifetime.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from . import protocol as P
+from .neighbours import NeighbourSource, UnknownAttribute
+
+DEFAULT_ITERATIONS = 200  # DFI's quality floor is ~150; 500 in the paper. Clients pass their own.
+ProgressFn = Callable[[str, float, str], None]  # (stage, overall fraction 0..1, message)
+
+
+def _array(im: P.Image) -> np.ndarray:
+    """Wire image -> (H, W, C) uint8 view of the message bytes (no copy; the engine copies)."""
+    a = np.frombuffer(im.data, np.uint8)
+    return a.reshape(im.height, im.width) if im.channels == 1 else a.reshape(im.height, im.width, im.channels)
+
+
+def _wire(a: np.ndarray, fmt: str) -> dict[str, Any]:
+    a = np.ascontiguousarray(a, dtype=np.uint8)
+    return P.image_map(a.tobytes(), a.shape[1], a.shape[0], fmt)
+
+
+class Runner:
+    """Engine façade: checks a request against what is loaded, then runs it."""
+
+    def __init__(self, net: Any, source: NeighbourSource | None, limits: P.Limits) -> None:
+        self.net = net
+        self.source = source
+        self.limits = limits
+
+    # ------------------------------------------------------------------ checks before queueing
+    def check(self, req: dict[str, Any]) -> None:
+        """Refuse at once what would only fail later in the queue (no database, unknown attribute, align)."""
+        if req["op"] == "edit" and req.get("options", {}).get("align"):
+            raise P.ProtocolError(
+                "align_unavailable", "Face alignment was requested but is not available in this daemon yet.",
+                "Send align=false and pass an image cropped roughly to the face (same framing as the neighbours).")
+        if self.source is None:
+            raise P.ProtocolError(
+                "no_database", "The daemon has no neighbour database, so it cannot compute an edit.",
+                "Start the daemon with --database PATH (see 'dfi db'), or with --database synthetic "
+                "for the offline smoke test.")
+        if req["op"] == "edit":
+            names = [a["name"] for a in self.source.attributes()]
+            if req["attribute"] not in names:
+                raise P.ProtocolError("unknown_attribute",
+                                      f"Attribute {req['attribute'][:60]!r} is not defined by {self.source.label}.",
+                                      f"Use one of: {', '.join(names) or '(none)'} (see 'dfi attributes').")
+
+    def _attribute(self, name: str) -> dict[str, Any]:
+        assert self.source is not None
+        return next(a for a in self.source.attributes() if a["name"] == name)
+
+    # ------------------------------------------------------------------ warm-up
+    def warm_up(self) -> float:
+        """One tiny reconstruction so the first real job does not pay for lazy initialisation."""
+        import torch
+
+        from dfi_engine.reconstruct import ReconstructConfig, reconstruct
+
+        t0 = time.perf_counter()
+        x = torch.full((1, 3, P.MIN_SIDE, P.MIN_SIDE), 127.5, device=self.net.device)
+        with torch.no_grad():
+            targets = self.net(x)
+        reconstruct(self.net, x, targets, ReconstructConfig(iterations=2))
+        return time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ running
+    def run(self, req: dict[str, Any], progress: ProgressFn, cancelled: Callable[[], bool]) -> dict[str, Any]:
+        """Run one job; returns the result reply's fields. Raises engine DFIError / CancelledError."""
+        import dfi_engine as dfi
+        from dfi_engine.errors import CancelledError, InputError
+
+        assert self.source is not None
+        t0 = time.perf_counter()
+        image = _array(req["image"])
+        mask = _array(req["mask"]) if req.get("mask") is not None else None
+        rgb = image[:, :, :3]
+        opts = req.get("options", {})
+        k = int(opts.get("k", getattr(self.source, "default_k", 16)))
+        iterations = int(opts.get("iterations", DEFAULT_ITERATIONS))
+        notes: list[str] = []
+        if self.source.synthetic:
+            notes.append(f"neighbours: {self.source.label}")
+        if "RANDOM" in self.net.label:
+            notes.append(f"weights: {self.net.label}")
+
+        def engine_progress(stage: str, done: int, total: int) -> None:
+            if cancelled():  # neighbour features have no cancel hook of their own
+                raise CancelledError("The job was cancelled.")
+            if stage == "reconstruct":
+                progress("reconstruct", 0.25 + 0.72 * done / max(total, 1), f"iteration {done}/{total}")
+            else:
+                part = 0.0 if stage.startswith("target") else 0.5
+                progress("features", 0.05 + 0.2 * (part + 0.5 * done / max(total, 1)), f"{stage} {done}/{total}")
+
+        progress("neighbours", 0.01, f"finding {k} neighbours")
+        if req["op"] == "edit":
+            attr = self._attribute(req["attribute"])
+            options = dfi.EditOptions(
+                scaling=opts.get("scaling", attr["scaling"]), color=opts.get("color", "channel"),
+                feather=opts.get("feather"), max_pixels=self.limits.max_pixels,
+                reconstruct=dfi.ReconstructConfig(iterations=iterations))
+            try:
+                source, target = self.source.neighbours(req["attribute"], rgb, k)
+            except UnknownAttribute:
+                raise InputError(f"Unknown attribute {req['attribute']!r}.", "Run 'dfi attributes'.") from None
+            w = dfi.attribute_vector(self.net, source, target, options.batch_size, rgb.shape[:2], engine_progress,
+                                     (len(source), len(target)))
+            del source, target
+            res = dfi.apply_vector(self.net, image, w, req["strengths"], mask, options, engine_progress, cancelled)
+        else:
+            strength = req.get("strength", self.source.inpaint_strength)
+            options = dfi.EditOptions(
+                scaling=opts.get("scaling", self.source.inpaint_scaling), color=opts.get("color", "channel"),
+                max_pixels=self.limits.max_pixels, reconstruct=dfi.ReconstructConfig(iterations=iterations))
+            nb = self.source.inpaint_neighbours(rgb, k)
+            res = dfi.inpaint(self.net, image, mask, nb, strength, options, engine_progress, cancelled)
+        fmt = req["image"].format
+        progress("done", 1.0, "done")
+        return {
+            "images": [_wire(im, fmt) for im in res.images],
+            "strengths": res.strengths,
+            "losses": [float(x) for x in res.losses],
+            "weights": res.weights_label,
+            "source": self.source.label,
+            "notes": notes,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }

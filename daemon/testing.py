@@ -1,0 +1,120 @@
+"""Real daemon processes for tests (ours and the plug-in's end-to-end tests).
+
+Starts ``python -m dfi_daemon.server`` with its own runtime and state folders,
+waits until it answers, and guarantees it is killed afterwards — also daemons
+that a CLI under test auto-started, found through their pid files.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .client import Client, DaemonUnavailable
+
+
+class DaemonProcess:
+    """A daemon in a subprocess; use as a context manager (it is killed on exit)."""
+
+    def __init__(self, base: Path | None = None, *extra: str, endpoint: str | None = None,
+                 weights: str = "random:0", database: str = "synthetic", threads: int = 1) -> None:
+        self.base = Path(base) if base else Path(tempfile.mkdtemp(prefix="dfi-"))
+        self.runtime = self.base / "run"
+        self.state = self.base / "state"
+        self.endpoint = endpoint or f"ipc://{self.runtime / 'daemon.sock'}"
+        self.args = ["--endpoint", self.endpoint, "--weights", weights, "--database", database,
+                     "--threads", str(threads), *extra]
+        self.proc: subprocess.Popen | None = None
+        self.stderr_path = self.base / "daemon-test.stderr"
+
+    def env(self) -> dict[str, str]:
+        """Environment that points any dfi process at this daemon's folders."""
+        return {**os.environ, "DFI_RUNTIME_DIR": str(self.runtime), "DFI_STATE_DIR": str(self.state),
+                "DFI_ENDPOINT": self.endpoint}
+
+    def start(self, wait: bool = True, timeout: float = 90.0) -> DaemonProcess:
+        self.base.mkdir(parents=True, exist_ok=True)
+        with open(self.stderr_path, "ab") as err:
+            self.proc = subprocess.Popen([sys.executable, "-m", "dfi_daemon.server", *self.args], env=self.env(),
+                                         stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 90.0) -> dict[str, Any]:
+        assert self.proc is not None
+        end = time.monotonic() + timeout
+        with Client(self.endpoint) as c:
+            while time.monotonic() < end:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"daemon exited with {self.proc.returncode}: {self.stderr()}")
+                try:
+                    return c.hello(timeout=0.5)
+                except DaemonUnavailable:
+                    continue
+        raise TimeoutError(f"daemon not ready within {timeout} s: {self.stderr()}")
+
+    def stderr(self) -> str:
+        try:
+            return self.stderr_path.read_text(errors="replace")[-3000:]
+        except OSError:
+            return ""
+
+    def client(self, timeout: float = 20.0) -> Client:
+        return Client(self.endpoint, timeout)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def rss_kb(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 15 s; also kills daemons auto-started under this folder."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        kill_daemons(self.runtime)
+
+    def __enter__(self) -> DaemonProcess:
+        return self.start() if self.proc is None else self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def kill_daemons(runtime_dir: Path) -> list[int]:
+    """SIGKILL every dfi daemon whose pid file lies in ``runtime_dir`` (checked by command line)."""
+    killed = []
+    for pid_file in Path(runtime_dir).glob("*.pid"):
+        try:
+            pid = int(pid_file.read_text().split()[0])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"dfi_daemon.server" in cmdline:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            except ProcessLookupError:
+                pass
+    return killed

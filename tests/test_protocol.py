@@ -1,0 +1,181 @@
+"""The wire protocol on its own: encoding, strict validation, typed errors (no daemon, no torch)."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+
+import msgpack
+import pytest
+from dfi_daemon import protocol as P
+
+
+def img(w: int = 48, h: int = 40, fmt: str = "RGBA8") -> dict:
+    return P.image_map(bytes(range(256)) * (w * h * P.FORMATS[fmt] // 256) + bytes(w * h * P.FORMATS[fmt] % 256),
+                       w, h, fmt)
+
+
+def mask(w: int = 48, h: int = 40) -> dict:
+    return P.image_map(bytes(w * h), w, h, "L8")
+
+
+def edit(**over) -> dict:
+    msg = P.edit_request(img(), "facehair", [0.4, 0.8], mask(), req_id=7, iterations=10, k=4)
+    msg.update(over)
+    return msg
+
+
+def roundtrip(msg: dict, limits: P.Limits = P.Limits()) -> dict:
+    return P.validate_request(P.unpack(msgpack.packb(msg, use_bin_type=True)), limits)
+
+
+def code_of(msg: dict, limits: P.Limits = P.Limits()) -> str:
+    with pytest.raises(P.ProtocolError) as e:
+        roundtrip(msg, limits)
+    assert e.value.message and e.value.hint, "every error says what went wrong and what to do"
+    return e.value.code
+
+
+def test_protocol_imports_without_torch_or_numpy():
+    code = ("import sys; import dfi_daemon.protocol, dfi_daemon.client, dfi_daemon.paths; "
+            "bad = [m for m in ('torch', 'numpy', 'PIL', 'dfi_engine') if m in sys.modules]; "
+            "assert not bad, bad")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+def test_valid_edit_request_is_decoded_exactly():
+    req = roundtrip(edit())
+    assert req["op"] == "edit" and req["id"] == 7
+    assert isinstance(req["image"], P.Image)
+    assert (req["image"].width, req["image"].height, req["image"].channels) == (48, 40, 4)
+    assert req["image"].data == img()["data"]
+    assert req["mask"].format == "L8"
+    assert req["strengths"] == [0.4, 0.8]
+    assert req["options"] == {"iterations": 10, "k": 4}
+
+
+def test_pack_adds_version_and_replies_are_typed():
+    assert P.unpack(P.pack({"op": "ping"}))["v"] == P.PROTOCOL_VERSION
+    err = P.error_reply("queue_full", "Queue full.", req_id=3)
+    assert err["type"] == "error" and err["code"] == "queue_full" and err["hint"] and err["id"] == 3
+
+
+@pytest.mark.parametrize("msg,code", [
+    ({"op": "ping"}, "unsupported_version"),
+    ({"v": 99, "op": "ping"}, "unsupported_version"),
+    ({"v": "1", "op": "ping"}, "unsupported_version"),
+    ({"v": True, "op": "ping"}, "unsupported_version"),
+    ({"v": 1, "op": "explode"}, "unknown_op"),
+    ({"v": 1, "op": 5}, "unknown_op"),
+    ({"v": 1}, "unknown_op"),
+    ({"v": 1, "op": "ping", "extra": 1}, "bad_field"),
+    ({"v": 1, "op": "ping", "id": [1]}, "bad_field"),
+    ({"v": 1, "op": "ping", "id": "x" * 65}, "bad_field"),
+    ({"v": 1, "op": "cancel"}, "bad_field"),
+    ({"v": 1, "op": "cancel", "job": 3}, "bad_field"),
+    ({"v": 1, "op": "heartbeat", "jobs": "job-1"}, "bad_field"),
+])
+def test_envelope_errors(msg, code):
+    assert code_of(msg) == code
+
+
+@pytest.mark.parametrize("change,code", [
+    ({"image": "pixels"}, "bad_field"),
+    ({"image": {**img(), "width": "48"}}, "bad_field"),
+    ({"image": {**img(), "width": -5}}, "bad_field"),
+    ({"image": {**img(), "width": 10**9}}, "bad_field"),
+    ({"image": {**img(), "width": 2**40, "height": 2**40}}, "bad_field"),
+    ({"image": {**img(), "width": 5000, "height": 5000}}, "image_too_large"),
+    ({"image": {**img(), "width": 31}}, "image_too_small"),
+    ({"image": {**img(), "data": img()["data"][:-1]}}, "bad_field"),
+    ({"image": {**img(), "data": img()["data"] + b"x"}}, "bad_field"),
+    ({"image": {**img(), "data": "text"}}, "bad_field"),
+    ({"image": {**img(), "format": "RGB16"}}, "bad_field"),
+    ({"image": {**img(), "alpha": True}}, "bad_field"),
+    ({"mask": mask(40, 48)}, "bad_field"),
+    ({"mask": img()}, "bad_field"),
+    ({"strengths": []}, "bad_field"),
+    ({"strengths": 0.4}, "bad_field"),
+    ({"strengths": [float("nan")]}, "bad_field"),
+    ({"strengths": [float("inf")]}, "bad_field"),
+    ({"strengths": ["0.4"]}, "bad_field"),
+    ({"strengths": [0.1] * 17}, "bad_field"),
+    ({"attribute": None}, "bad_field"),
+    ({"options": {"iterations": 0}}, "bad_field"),
+    ({"options": {"iterations": 2.5}}, "bad_field"),
+    ({"options": {"K": 3}}, "bad_field"),
+    ({"options": {"align": "yes"}}, "bad_field"),
+    ({"options": {"scaling": "log"}}, "bad_field"),
+    ({"options": []}, "bad_field"),
+])
+def test_edit_field_errors(change, code):
+    assert code_of(edit(**change)) == code
+
+
+def test_pixel_limit_is_checked_before_the_byte_count():
+    # a header claiming a big image with almost no data: refused on its size, never allocated
+    big = {"width": 4000, "height": 4000, "format": "RGBA8", "data": b"\0"}
+    assert code_of(edit(image=big, mask=None)) == "image_too_large"
+    assert code_of(edit(image={**img(), "width": 64, "height": 64}), P.Limits(max_pixels=64 * 63)) == \
+        "image_too_large"
+
+
+def test_inpaint_needs_a_mask_and_takes_one_strength():
+    ok = roundtrip(P.inpaint_request(img(), mask(), 1.5))
+    assert ok["strength"] == 1.5 and ok["mask"].width == 48
+    assert code_of({**P.inpaint_request(img(), mask()), "mask": None}) == "bad_field"
+    bad = P.inpaint_request(img(), mask())
+    del bad["mask"]
+    assert code_of(bad) == "bad_field"
+    assert code_of({**P.inpaint_request(img(), mask()), "options": {"align": True}}) == "bad_field"
+
+
+def test_unpack_rejects_non_maps_and_garbage():
+    for frame in [b"", b"\xc1", msgpack.packb([1, 2]), msgpack.packb("op"), b"\x81\xa2op",
+                  b"\xc6\xff\xff\xff\xff" + b"\0" * 10, b"\xdd\xff\xff\xff\xff", b"\x91" * 5000 + b"\x00"]:
+        with pytest.raises(P.ProtocolError) as e:
+            P.unpack(frame)
+        assert e.value.code == "bad_message"
+    with pytest.raises(P.ProtocolError) as e:
+        P.unpack(b"\0" * 100, max_bytes=50)
+    assert e.value.code == "too_large"
+
+
+def test_fuzzed_messages_only_ever_raise_protocol_errors():
+    """Mutated valid requests: every outcome is a valid request or a typed ProtocolError, never a crash."""
+    rng = random.Random(1)
+    base = P.pack(edit())
+    data = img()["data"]
+    start = base.find(data)
+    # most mutations go to the structure (header, sizes, keys), not to the pixel bytes
+    spots = [i for i in range(len(base)) if not start <= i < start + len(data)]
+    outcomes = {"ok": 0}
+    for _ in range(3000):
+        b = bytearray(base)
+        for _ in range(rng.randint(1, 4)):
+            kind = rng.random()
+            pos = rng.choice(spots) if rng.random() < 0.9 else rng.randrange(len(b))
+            pos = min(pos, len(b) - 1)
+            if kind < 0.6:
+                b[pos] = rng.randrange(256)
+            elif kind < 0.8:
+                del b[pos:]
+                if not b:
+                    b = bytearray(b"\x80")
+            else:
+                b[pos:pos + 1] = rng.randbytes(rng.randint(1, 8))
+        try:
+            P.validate_request(P.unpack(bytes(b)), P.Limits())
+            outcomes["ok"] += 1
+        except P.ProtocolError as e:
+            assert e.code in P.ERRORS
+            outcomes[e.code] = outcomes.get(e.code, 0) + 1
+    assert outcomes.get("bad_message", 0) > 100 and outcomes.get("bad_field", 0) > 20, outcomes
+
+
+def test_error_codes_have_hints():
+    assert all(isinstance(h, str) and h for h in P.ERRORS.values())
+    for code in ("queue_full", "unknown_op", "unsupported_version", "cancelled", "client_gone", "align_unavailable"):
+        assert code in P.ERRORS
