@@ -3,6 +3,7 @@
 argparse (stdlib) rather than click/typer: the plug-in side shares this
 package's protocol module inside GIMP's own Python, where every extra
 dependency is a cost, and sub-commands register themselves here in one place.
+Commands that only talk to the daemon never import torch, so they start fast.
 """
 
 from __future__ import annotations
@@ -10,28 +11,47 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import demo
+from . import bench, cli_daemon, cli_images, db_cli, demo
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dfi", description="Deep Feature Interpolation for photo editors.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo.register(sub)
+    cli_daemon.register(sub)
+    cli_images.register(sub)
+    db_cli.register(sub)
+    bench.register(sub)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    from dfi_engine.errors import DFIError
+def _known_error(e: BaseException) -> str | None:
+    """The message of an error the user can act on (no traceback), else None."""
+    from .client import DaemonError
+    from .imageio import ImageFileError
+    from .paths import PathError
 
+    if isinstance(e, (DaemonError, ImageFileError, PathError)):
+        return str(e)
+    errors = sys.modules.get("dfi_engine.errors")  # only if the engine was imported (it pulls in torch)
+    if errors is not None and isinstance(e, errors.DFIError):
+        return str(e)
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except DFIError as e:
-        print(f"dfi: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("dfi: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        msg = _known_error(e)
+        if msg is None:
+            raise
+        print(f"dfi: error: {msg}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
