@@ -51,9 +51,10 @@ def _mask_for(spec: str | None, src: Path, size: tuple[int, int]) -> dict[str, A
 
 
 def _options(args: argparse.Namespace, edit: bool) -> dict[str, Any]:
-    opts = {"iterations": args.iterations, "k": args.k, "scaling": args.scaling, "color": args.color}
+    # align None: the daemon decides (it aligns when it has a face database)
+    opts = {"iterations": args.iterations, "k": args.k, "scaling": args.scaling, "color": args.color,
+            "align": args.align}
     if edit:
-        opts["align"] = True if args.align else None
         opts["feather"] = args.feather
     return {k: v for k, v in opts.items() if v is not None}
 
@@ -146,6 +147,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-k", type=int, help="neighbours per set (source default)")
     p.add_argument("--scaling", choices=P.SCALINGS, help="attribute vector scaling (attribute default)")
     p.add_argument("--color", choices=P.COLOR_MODES, help="colour matching to the original (default channel)")
+    p.add_argument("--align", action=argparse.BooleanOptionalAction, default=None,
+                   help="detect and align the face to the database's frame (default with a face database); "
+                        "--no-align works on the whole image as it is")
     cli_common.add_connection_options(p)
 
 
@@ -158,7 +162,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", default=EDIT_PATTERN,
                    help="output pattern; fields {dir} {stem} {name} {ext} {attribute} {strength} {index} "
                         "(default %(default)s)")
-    p.add_argument("--align", action="store_true", help="align the face first (not available yet: refused)")
     p.add_argument("--feather", type=float, help="mask feather in pixels (default 4%% of the shorter side)")
     p.set_defaults(func=_edit)
 

@@ -11,20 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-APP = "gimp-dfi"
-
-
-def user_attributes_path() -> Path:
-    """The user's own attribute definitions (added to / overriding the shipped ones)."""
-    from platformdirs import user_config_path
-
-    return user_config_path(APP) / "attributes.toml"
-
-
-def default_data_dir() -> Path:
-    from platformdirs import user_data_path
-
-    return user_data_path(APP)
+from .paths import data_dir, user_attributes_path
 
 
 def _definitions():
@@ -80,14 +67,14 @@ def run_fetch(args: argparse.Namespace) -> int:
     from dfi_engine.faces import database as dbm
     from dfi_engine.faces.fetch import fetch_lfw
 
-    dest = Path(args.dest) if args.dest else default_data_dir() / "downloads" / "lfw"
+    dest = Path(args.dest) if args.dest else data_dir() / "downloads" / "lfw"
     urls = {k: v for k, v in (("images", args.images_url), ("attributes", args.attributes_url)) if v}
     sums = {k: v for k, v in (("images", args.images_sha256), ("attributes", args.attributes_sha256)) if v}
     folder, table = fetch_lfw(dest, args.variant, urls, sums, progress=not args.quiet)
     print(f"images: {folder}\nattributes: {table}")
     if args.no_build:
         return 0
-    db_path = Path(args.db) if args.db else default_data_dir() / "databases" / f"lfw-{args.variant}"
+    db_path = Path(args.db) if args.db else data_dir() / "databases" / f"lfw-{args.variant}"
     plan, missing = dbm.plan_from_table(folder, table, "lfw", _definitions())
     if missing:
         print(f"note: {len(missing)} table rows have no image (first: {missing[0]})", file=sys.stderr)
@@ -103,10 +90,7 @@ def run_info(args: argparse.Namespace) -> int:
     db = Database(args.database, allow_empty=True)
     info = db.info()
     defs = _definitions()
-    usable = []
-    for name, a in {**defs.attributes, **{k: defs.get(k, db) for k in db.custom}}.items():
-        if a.kind == "inpaint" or a.needs() <= set(db.columns):
-            usable.append(name)
+    usable = [a.name for a in defs.usable(db)]
     info["edits"] = usable
     info["user_attributes"] = str(user_attributes_path())
     if args.json:

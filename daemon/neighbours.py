@@ -1,25 +1,27 @@
-"""Where the daemon gets neighbour images from: the seam between the daemon and a face database.
+"""Where the daemon gets neighbours from, and how an edit runs against them.
 
-A *neighbour source* answers three questions for a request:
+A *neighbour source* knows which edits it can define and runs an edit or an
+inpainting on the resident network:
 
-* ``attributes()``: which edits it can define (name, label, default strength, scaling);
-* ``neighbours(attribute, image_rgb, k)``: K source images (without the attribute) and K target
-  images (with it), aligned to the photo's working size;
-* ``inpaint_neighbours(image_rgb, k)``: K images to fill a masked region from.
-
-Only the labelled **synthetic smoke source** exists today (cartoon faces from
-``dfi_engine.synthetic`` with a drawn beard). The real face database
-(``dfi_engine.faces``) plugs in by adding one class that implements
-:class:`NeighbourSource` and one entry in :func:`open_source` — see ``SEAM`` below.
+* :class:`FaceDatabaseSource` — a face database built with ``dfi db``
+  (:mod:`dfi_engine.faces`): the photo's face is detected and aligned to the
+  database's frame, neighbours are chosen by attribute, mean features are
+  cached between requests, and the change is warped back into the photo.
+* :class:`SyntheticSource` — the labelled offline smoke source: cartoon faces
+  from ``dfi_engine.synthetic`` rendered at the request's size, no alignment.
 """
 
 from __future__ import annotations
 
+import threading
 import zlib
-from collections.abc import Sequence
-from typing import Protocol, TypedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol, TypedDict
 
 import numpy as np
+
+ProgressFn = Callable[[str, int, int], None]
 
 
 class Attribute(TypedDict):
@@ -30,20 +32,22 @@ class Attribute(TypedDict):
 
 
 class NeighbourSource(Protocol):
-    """What the daemon needs from a neighbour database."""
+    """What the daemon needs from a neighbour source."""
 
     name: str
     label: str  # shown in status and results; says "SYNTHETIC" for the smoke source
     synthetic: bool
-    inpaint_strength: float
-    inpaint_scaling: str
+    can_align: bool
+    default_k: int
 
     def attributes(self) -> list[Attribute]: ...
 
-    def neighbours(self, attribute: str, image_rgb: np.ndarray, k: int
-                   ) -> tuple[Sequence[np.ndarray], Sequence[np.ndarray]]: ...
+    def edit(self, net: Any, image: np.ndarray, mask: np.ndarray | None, attribute: str,
+             strengths: Sequence[float], options: Any, align: bool, k: int,
+             progress: ProgressFn, cancel: Callable[[], bool]) -> Any: ...
 
-    def inpaint_neighbours(self, image_rgb: np.ndarray, k: int) -> Sequence[np.ndarray]: ...
+    def inpaint(self, net: Any, image: np.ndarray, mask: np.ndarray, strength: float | None, options: Any,
+                align: bool, k: int, progress: ProgressFn, cancel: Callable[[], bool]) -> Any: ...
 
 
 class UnknownAttribute(KeyError):
@@ -61,6 +65,8 @@ class SyntheticSource:
     name = "synthetic"
     label = "SYNTHETIC smoke-test neighbours (cartoon faces, not a face database)"
     synthetic = True
+    can_align = False
+    default_k = 16
     inpaint_strength = 1.0
     inpaint_scaling = "none"
 
@@ -91,42 +97,111 @@ class SyntheticSource:
             out.append(im)
         return out
 
-    def neighbours(self, attribute: str, image_rgb: np.ndarray, k: int
-                   ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def edit(self, net, image, mask, attribute, strengths, options, align, k, progress, cancel):
+        import dfi_engine as dfi
+
         if attribute not in {a["name"] for a in self._ATTRIBUTES}:
             raise UnknownAttribute(attribute)
-        shape = image_rgb.shape[:2]
-        return self._render("source", False, shape, k), self._render("target", True, shape, k)
+        shape = image.shape[:2]
+        source, target = self._render("source", False, shape, k), self._render("target", True, shape, k)
+        w = dfi.attribute_vector(net, source, target, options.batch_size, shape, progress, (k, k))
+        del source, target
+        return dfi.apply_vector(net, image, w, strengths, mask, options, progress, cancel)
 
-    def inpaint_neighbours(self, image_rgb: np.ndarray, k: int) -> list[np.ndarray]:
+    def inpaint(self, net, image, mask, strength, options, align, k, progress, cancel):
         """Half plain faces, half bearded: the fill is learnt from faces, whatever they wear."""
-        shape = image_rgb.shape[:2]
-        return [*self._render("inpaint-a", False, shape, (k + 1) // 2),
-                *self._render("inpaint-b", True, shape, k // 2)]
+        import dataclasses
+
+        import dfi_engine as dfi
+
+        shape = image.shape[:2]
+        nb = [*self._render("inpaint-a", False, shape, (k + 1) // 2), *self._render("inpaint-b", True, shape, k // 2)]
+        options = dataclasses.replace(options, scaling=options.scaling or self.inpaint_scaling)
+        return dfi.inpaint(net, image, mask, nb, self.inpaint_strength if strength is None else strength,
+                           options, progress, cancel)
+
+
+class FaceDatabaseSource:
+    """A face database (``dfi db build`` / ``dfi db fetch``) with alignment and a feature cache."""
+
+    synthetic = False
+    can_align = True
+    default_k = 100
+
+    def __init__(self, path: str | Path, definitions: Sequence[Path] = (), cache_mb: int = 512) -> None:
+        from dfi_engine.faces import Database, FeatureCache, load_definitions
+
+        self.db = Database(path)
+        self.defs = load_definitions([p for p in definitions if Path(p).is_file()])
+        self.cache = FeatureCache(cache_mb * 2**20)
+        self.name = str(path)
+        self.label = f"face database {path} ({self.db.count} faces at {self.db.resolution} px)"
+        self._detector = None
+        self._lock = threading.Lock()
+
+    @property
+    def detector(self):
+        with self._lock:  # dlib's models load once, on first use
+            if self._detector is None:
+                from dfi_engine.faces import FaceDetector
+
+                self._detector = FaceDetector()
+            return self._detector
+
+    def attributes(self) -> list[Attribute]:
+        return [{"name": a.name, "label": a.label, "default_strength": a.strength, "scaling": a.scaling}
+                for a in self.defs.usable(self.db) if a.kind != "inpaint"]
+
+    def edit(self, net, image, mask, attribute, strengths, options, align, k, progress, cancel):
+        from dfi_engine.faces import edit_attribute
+
+        if attribute not in {a["name"] for a in self.attributes()}:
+            raise UnknownAttribute(attribute)
+        return edit_attribute(net, image, self.db, self.defs.get(attribute, self.db), strengths, mask, options,
+                              self.detector if align else None, not align, k, cache=self.cache,
+                              progress=progress, cancel=cancel)
+
+    def inpaint(self, net, image, mask, strength, options, align, k, progress, cancel):
+        from dfi_engine.faces import inpaint_face
+
+        inpaint = next((a for a in self.defs.usable(self.db) if a.kind == "inpaint"), None)
+        return inpaint_face(net, image, self.db, mask, strength if strength is not None else
+                            (inpaint.strength if inpaint else 2.8), options, self.detector if align else None,
+                            not align, k, cache=self.cache, progress=progress, cancel=cancel)
 
 
 class SourceUnavailable(Exception):
     """The requested neighbour source cannot be opened; the message says what to do."""
 
 
-def open_source(spec: str) -> NeighbourSource | None:
-    """``"synthetic"`` -> the smoke source; ``"none"`` -> no source (edits answer ``no_database``).
+def open_source(spec: str, definitions: Sequence[Path] = ()) -> NeighbourSource | None:
+    """``synthetic[:SEED]`` -> smoke source; ``none`` -> no source; ``auto`` -> the fetched LFW database if
+    present; anything else is the path of a face database."""
+    from .paths import default_database
 
-    SEAM: the real face database goes here, e.g. ``spec == "faces"`` or a path to a
-    database folder -> ``FaceDatabaseSource(dfi_engine.faces.open(spec))``.
-    """
     if spec == "synthetic" or spec.startswith("synthetic:"):
         seed = spec.partition(":")[2]
         return SyntheticSource(int(seed) if seed.isdigit() else 0)
     if spec in ("none", ""):
         return None
-    raise SourceUnavailable(
-        f"Neighbour database {spec!r} cannot be opened: the face-database adapter is not wired into the "
-        "daemon yet.",
-    )
+    if spec == "auto":
+        spec = str(default_database())
+        if not Path(spec).is_dir():
+            return None
+    from dfi_engine.errors import DFIError
+
+    try:
+        return FaceDatabaseSource(Path(spec).expanduser(), definitions)
+    except DFIError as e:
+        raise SourceUnavailable(f"Neighbour database {spec!r} cannot be opened: {e}") from None
 
 
 def real_database_status() -> str | None:
-    """None when a real face database is usable, else a sentence saying what is missing."""
-    return ("no face database: the real neighbour database (dfi_engine.faces) is not connected to the daemon "
-            "yet, so attributes cannot be computed from real faces")
+    """None when the default face database exists, else a sentence saying what is missing."""
+    from .paths import default_database
+
+    path = default_database()
+    if (path / "manifest.json").is_file():
+        return None
+    return (f"face database: none at {path} (run 'dfi db fetch lfw' with internet access, or build one with "
+            "'dfi db build', then pass --database PATH)")

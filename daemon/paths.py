@@ -121,3 +121,22 @@ def read_pid(endpoint: str) -> int | None:
         return None
     finally:
         os.close(fd)
+
+
+def user_attributes_path() -> Path:
+    """The user's own attribute definitions (added to / overriding the shipped ones)."""
+    from platformdirs import user_config_path
+
+    return user_config_path(APP) / "attributes.toml"
+
+
+def data_dir() -> Path:
+    """Downloads and databases live here (platformdirs' user data folder)."""
+    from platformdirs import user_data_path
+
+    return user_data_path(APP)
+
+
+def default_database() -> Path:
+    """Where ``dfi db fetch lfw`` puts its database; the daemon's ``--database auto`` looks here."""
+    return data_dir() / "databases" / "lfw-deepfunneled"

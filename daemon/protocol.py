@@ -50,7 +50,7 @@ ERRORS: dict[str, str] = {
     "unknown_job": "No queued or running job has that id.",
     "unknown_attribute": "The neighbour source does not define that attribute; run 'dfi attributes'.",
     "no_database": "The daemon has no neighbour database loaded.",
-    "align_unavailable": "Face alignment is not available in this version.",
+    "align_unavailable": "The neighbour source has no face frame to align to; send align=false.",
     "cancelled": "The job was cancelled.",
     "client_gone": "The job was cancelled because its client stopped sending heartbeats.",
     "shutting_down": "The daemon is shutting down.",
@@ -228,7 +228,7 @@ _OPTION_CHECKS = {
     "feather": lambda f, v: _float(f, v, 0.0, 10_000.0),
 }
 EDIT_OPTIONS = ("iterations", "k", "scaling", "color", "align", "feather")
-INPAINT_OPTIONS = ("iterations", "k", "scaling", "color")
+INPAINT_OPTIONS = ("iterations", "k", "scaling", "color", "align")
 
 
 def _options(field: str, v: Any, allowed: tuple[str, ...]) -> dict[str, Any]:

@@ -41,15 +41,15 @@ class Runner:
     # ------------------------------------------------------------------ checks before queueing
     def check(self, req: dict[str, Any]) -> None:
         """Refuse at once what would only fail later in the queue (no database, unknown attribute, align)."""
-        if req["op"] == "edit" and req.get("options", {}).get("align"):
-            raise P.ProtocolError(
-                "align_unavailable", "Face alignment was requested but is not available in this daemon yet.",
-                "Send align=false and pass an image cropped roughly to the face (same framing as the neighbours).")
         if self.source is None:
             raise P.ProtocolError(
                 "no_database", "The daemon has no neighbour database, so it cannot compute an edit.",
                 "Start the daemon with --database PATH (see 'dfi db'), or with --database synthetic "
                 "for the offline smoke test.")
+        if req.get("options", {}).get("align") and not self.source.can_align:
+            raise P.ProtocolError(
+                "align_unavailable", f"Face alignment was requested but {self.source.label} has no face frame.",
+                "Send align=false, or start the daemon with a face database (--database PATH).")
         if req["op"] == "edit":
             names = [a["name"] for a in self.source.attributes()]
             if req["attribute"] not in names:
@@ -85,9 +85,8 @@ class Runner:
         t0 = time.perf_counter()
         image = _array(req["image"])
         mask = _array(req["mask"]) if req.get("mask") is not None else None
-        rgb = image[:, :, :3]
         opts = req.get("options", {})
-        k = int(opts.get("k", getattr(self.source, "default_k", 16)))
+        k = int(opts.get("k", self.source.default_k))
         iterations = int(opts.get("iterations", DEFAULT_ITERATIONS))
         notes: list[str] = []
         if self.source.synthetic:
@@ -105,6 +104,7 @@ class Runner:
                 progress("features", 0.05 + 0.2 * (part + 0.5 * done / max(total, 1)), f"{stage} {done}/{total}")
 
         progress("neighbours", 0.01, f"finding {k} neighbours")
+        align = bool(opts.get("align", self.source.can_align))
         if req["op"] == "edit":
             attr = self._attribute(req["attribute"])
             options = dfi.EditOptions(
@@ -112,20 +112,18 @@ class Runner:
                 feather=opts.get("feather"), max_pixels=self.limits.max_pixels,
                 reconstruct=dfi.ReconstructConfig(iterations=iterations))
             try:
-                source, target = self.source.neighbours(req["attribute"], rgb, k)
+                res = self.source.edit(self.net, image, mask, req["attribute"], req["strengths"], options, align, k,
+                                       engine_progress, cancelled)
             except UnknownAttribute:
                 raise InputError(f"Unknown attribute {req['attribute']!r}.", "Run 'dfi attributes'.") from None
-            w = dfi.attribute_vector(self.net, source, target, options.batch_size, rgb.shape[:2], engine_progress,
-                                     (len(source), len(target)))
-            del source, target
-            res = dfi.apply_vector(self.net, image, w, req["strengths"], mask, options, engine_progress, cancelled)
         else:
-            strength = req.get("strength", self.source.inpaint_strength)
             options = dfi.EditOptions(
-                scaling=opts.get("scaling", self.source.inpaint_scaling), color=opts.get("color", "channel"),
-                max_pixels=self.limits.max_pixels, reconstruct=dfi.ReconstructConfig(iterations=iterations))
-            nb = self.source.inpaint_neighbours(rgb, k)
-            res = dfi.inpaint(self.net, image, mask, nb, strength, options, engine_progress, cancelled)
+                scaling=opts.get("scaling", getattr(self.source, "inpaint_scaling", "beta")),
+                color=opts.get("color", "channel"), max_pixels=self.limits.max_pixels,
+                reconstruct=dfi.ReconstructConfig(iterations=iterations))
+            res = self.source.inpaint(self.net, image, mask, req.get("strength"), options, align, k,
+                                      engine_progress, cancelled)
+        notes += [f"face: {res.face.choice}"] if getattr(res, "face", None) is not None else []
         fmt = req["image"].format
         progress("done", 1.0, "done")
         return {

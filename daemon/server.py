@@ -55,7 +55,7 @@ class Config:
     endpoint: str
     weights: str = "torchvision"
     device: str = "cpu"
-    database: str = "none"
+    database: str = "auto"
     threads: int = 0  # 0 = torch's default
     max_queue: int = 8
     max_pixels: int = P.DEFAULT_MAX_PIXELS
@@ -156,6 +156,7 @@ class Daemon:
         from dfi_engine import load_vgg19
 
         from .neighbours import SourceUnavailable, open_source
+        from .paths import user_attributes_path
         from .runner import Runner
 
         if self.cfg.threads > 0:
@@ -164,7 +165,7 @@ class Daemon:
         net = load_vgg19(self.cfg.weights, self.cfg.device, progress=self.cfg.foreground)
         net.eval()
         try:
-            source = open_source(self.cfg.database)
+            source = open_source(self.cfg.database, [user_attributes_path()])
         except SourceUnavailable as e:
             raise StartError(f"{e} Start with --database synthetic for the offline smoke test, or --database none."
                              ) from None
@@ -567,8 +568,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=env("DFI_WEIGHTS", "torchvision"),
                    help="VGG-19 weights: torchvision | gatys | random[:SEED] | PATH (env DFI_WEIGHTS)")
     p.add_argument("--device", default=env("DFI_DEVICE", "cpu"), help="torch device, e.g. cpu or cuda (env DFI_DEVICE)")
-    p.add_argument("--database", default=env("DFI_DATABASE", "none"),
-                   help="neighbour source: synthetic (offline smoke test) | none (env DFI_DATABASE)")
+    p.add_argument("--database", default=env("DFI_DATABASE", "auto"),
+                   help="neighbour source: PATH of a face database | auto (the one 'dfi db fetch lfw' made, if any) "
+                        "| synthetic (offline smoke test) | none (env DFI_DATABASE)")
     p.add_argument("--threads", type=int, default=int(env("DFI_THREADS", "0")),
                    help="CPU threads for torch (0 = default)")
     p.add_argument("--max-queue", type=int, default=8, help="jobs that may wait behind the running one")

@@ -133,7 +133,7 @@ def test_demo_falls_back_to_labelled_smoke_mode(base, tmp_path):
     r = dfi(base, "demo", "-o", str(tmp_path / "demo"), "--size", "48", "--iterations", "5", "-k", "2",
             "--strength", "0.5,1.5", timeout=180)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "missing" in r.stdout and "no face database" in r.stdout
+    assert "missing" in r.stdout and "face database: none" in r.stdout
     assert "OFFLINE SMOKE MODE" in r.stdout and "NOT a real edit" in r.stdout
     names = sorted(p.name for p in (tmp_path / "demo").iterdir())
     assert names == ["contact_sheet.png", "demo_facehair_0.5.png", "demo_facehair_1.5.png", "input.png"]

@@ -129,7 +129,8 @@ def test_inpaint_needs_a_mask_and_takes_one_strength():
     bad = P.inpaint_request(img(), mask())
     del bad["mask"]
     assert code_of(bad) == "bad_field"
-    assert code_of({**P.inpaint_request(img(), mask()), "options": {"align": True}}) == "bad_field"
+    assert code_of({**P.inpaint_request(img(), mask()), "options": {"feather": 3.0}}) == "bad_field"
+    assert roundtrip({**P.inpaint_request(img(), mask()), "options": {"align": False}})["options"] == {"align": False}
 
 
 def test_unpack_rejects_non_maps_and_garbage():

@@ -66,6 +66,12 @@ class Definitions:
         known = sorted(set(self.attributes) | set(custom))
         raise AttributeDefinitionError(f"Unknown attribute {name!r}.", f"Known: {', '.join(known)}.")
 
+    def usable(self, database) -> list[AttributeDef]:
+        """Definitions this database can serve: its columns cover the constraints (inpainting always)."""
+        defs = {**self.attributes, **{k: self.get(k, database) for k in (getattr(database, "custom", {}) or {})}}
+        cols = set(database.columns)
+        return [a for a in defs.values() if a.kind == "inpaint" or a.needs() <= cols]
+
     def canonical_columns(self, fmt: str, raw: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(canonical names, raw column index, sign) for a table's raw columns.
 
