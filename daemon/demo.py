@@ -40,7 +40,18 @@ def contact_sheet(images: list[np.ndarray], captions: list[str], title: str, sca
     return sheet
 
 
-def missing_for_real_edit(weights: str) -> list[str]:
+def sample_portrait():
+    """A real face for the real demo: scikit-image's public-domain NASA portrait (astronaut)."""
+    from .imageio import ImageFileError
+
+    try:
+        from skimage import data
+    except ImportError:
+        raise ImageFileError("No sample portrait: scikit-image is not installed. Pass --image PHOTO.") from None
+    return np.ascontiguousarray(data.astronaut())
+
+
+def missing_for_real_edit(weights: str, database: str) -> list[str]:
     """What a real (non-smoke) demo lacks on this machine, one sentence each."""
     from .neighbours import real_database_status
 
@@ -55,7 +66,7 @@ def missing_for_real_edit(weights: str) -> list[str]:
                                f"{SOURCES[weights].url}, or pass --weights PATH)")
         elif not Path(weights).expanduser().is_file():
             missing.append(f"VGG-19 weights: no file {weights}")
-    db = real_database_status()
+    db = real_database_status(database)
     if db:
         missing.append(db)
     return missing
@@ -65,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from . import cli_common, imageio, launch, paths
     from . import protocol as P
 
-    missing = [] if args.offline else missing_for_real_edit(args.weights)
+    missing = [] if args.offline else missing_for_real_edit(args.weights, args.database)
     smoke = args.offline or bool(missing)
     if missing:
         print("dfi demo: a real edit is not possible on this machine yet; missing:")
@@ -90,8 +101,9 @@ def run(args: argparse.Namespace) -> int:
     if args.image:
         loaded = imageio.load_image(args.image)
     else:
-        photo = face(np.random.default_rng(args.seed), False, args.size)
-        loaded = imageio.Loaded(out / "input.png", P.image_map(photo.tobytes(), args.size, args.size, "RGB8"), "RGB")
+        photo = face(np.random.default_rng(args.seed), False, args.size) if smoke else sample_portrait()
+        h, w = photo.shape[:2]
+        loaded = imageio.Loaded(out / "input.png", P.image_map(photo.tobytes(), w, h, "RGB8"), "RGB")
     t0 = time.perf_counter()
     client, proc = launch.connect(endpoint, args.timeout, True, daemon_args, args.start_timeout)
     try:
@@ -119,8 +131,9 @@ def run(args: argparse.Namespace) -> int:
         imageio.save_result(wire, loaded, path)
         outputs.append(np.asarray(imageio.to_pil(wire)))
         print(path)
-    sheet = contact_sheet([original, *outputs], ["input", *[f"{s:g}" for s in result["strengths"]]],
-                          SHEET_LABEL if smoke else "", scale=max(1, 192 // max(original.shape[:2])))
+    title = SHEET_LABEL if smoke else "; ".join(result.get("notes", []))  # random weights are always labelled
+    sheet = contact_sheet([original, *outputs], ["input", *[f"{s:g}" for s in result["strengths"]]], title,
+                          scale=max(1, 192 // max(original.shape[:2])))
     imageio.save_atomic(sheet, out / "contact_sheet.png")
     print(out / "contact_sheet.png")
     print(f"dfi demo: {len(strengths)} strengths in {time.perf_counter() - t0:.1f} s "

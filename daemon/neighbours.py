@@ -196,12 +196,12 @@ def open_source(spec: str, definitions: Sequence[Path] = ()) -> NeighbourSource 
         raise SourceUnavailable(f"Neighbour database {spec!r} cannot be opened: {e}") from None
 
 
-def real_database_status() -> str | None:
-    """None when the default face database exists, else a sentence saying what is missing."""
+def real_database_status(spec: str = "auto") -> str | None:
+    """None when ``spec`` names a usable face database, else a sentence saying what is missing."""
     from .paths import default_database
 
-    path = default_database()
-    if (path / "manifest.json").is_file():
+    path = default_database() if spec == "auto" else Path(spec).expanduser()
+    if spec not in ("none", "") and not spec.startswith("synthetic") and (path / "manifest.json").is_file():
         return None
     return (f"face database: none at {path} (run 'dfi db fetch lfw' with internet access, or build one with "
             "'dfi db build', then pass --database PATH)")

@@ -57,12 +57,12 @@ class Definitions:
     sources: list[str]
 
     def get(self, name: str, database=None) -> AttributeDef:
-        """Definition by name; a database's own custom attributes count too."""
-        if name in self.attributes:
-            return self.attributes[name]
+        """Definition by name; a database's own custom (two-folder) attributes win over shipped ones."""
         custom = getattr(database, "custom", {}) or {}
         if name in custom:
             return AttributeDef.custom(name, custom[name].get("label"))
+        if name in self.attributes:
+            return self.attributes[name]
         known = sorted(set(self.attributes) | set(custom))
         raise AttributeDefinitionError(f"Unknown attribute {name!r}.", f"Known: {', '.join(known)}.")
 
