@@ -176,10 +176,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     cli_common.add_connection_options(p)
     p.set_defaults(func=_attributes)
 
-
-def exit_message(e: BaseException) -> str | None:
-    """The one-line error for exceptions this module's commands raise, else None."""
-    if isinstance(e, (DaemonError, imageio.ImageFileError)):
-        return str(e)
-    return None
-

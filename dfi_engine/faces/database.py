@@ -591,10 +591,6 @@ class Database:
                 "created": man.get("created"), "updated": man.get("updated")}
 
 
-def open_database(path: str | Path) -> Database:
-    return Database(path)
-
-
 def check(path: str | Path) -> dict:
     """Read every byte of a database and report problems (an empty list when healthy)."""
     problems: list[str] = []
