@@ -1,0 +1,287 @@
+"""The GIMP-free half of the plug-in: menu table, settings, requests and the daemon connection.
+
+Runs under GIMP's own Python with the standard library, pyzmq and msgpack only
+(no numpy, no torch, no GI), so it is unit-tested on the host as installed.
+The wire format comes from ``dfi_wire`` — the daemon's ``protocol.py`` and
+``client.py``, copied beside this file by ``install/gimp_plugin.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dfi_wire import protocol as P
+from dfi_wire.client import Client, DaemonError, DaemonUnavailable
+
+HERE = Path(__file__).resolve().parent
+CONFIG_NAME = "gimp-dfi.json"
+CLIENT_NAME = "gimp-dfi-plugin/1"
+
+
+@dataclass(frozen=True)
+class MenuItem:
+    """One entry under Filters → DFI. ``attribute`` None = chosen by the user (Attribute…)."""
+
+    proc: str
+    attribute: str | None
+    label: str
+    blurb: str
+    inpaint: bool = False
+
+
+MENU: tuple[MenuItem, ...] = (
+    MenuItem("plug-in-dfi-facial-hair", "facehair", "Add _facial hair...", "Add a beard and moustache to a face"),
+    MenuItem("plug-in-dfi-older", "older", "_Older...", "Make a face look older"),
+    MenuItem("plug-in-dfi-younger", "younger", "_Younger...", "Make a face look younger"),
+    MenuItem("plug-in-dfi-smile", "smile", "_Smile...", "Make a face smile"),
+    MenuItem("plug-in-dfi-attribute", None, "_Attribute...", "Apply any attribute the DFI daemon defines"),
+    MenuItem("plug-in-dfi-fill", "inpaint", "_Fill selection...", "Fill the selection from similar faces "
+             "(inpainting)", inpaint=True),
+)
+MENU_BY_PROC = {m.proc: m for m in MENU}
+MENU_PATH = "<Image>/Filters/DFI"
+
+# Quality presets: iterations of the inversion (the original used 500; never fewer than 150 for real edits).
+QUALITY: dict[str, tuple[int, str]] = {
+    "fast": (150, "Fast (150 iterations)"),
+    "balanced": (300, "Balanced (300 iterations)"),
+    "best": (500, "Best (500 iterations, as the paper)"),
+}
+ALIGNMENT: dict[str, str] = {"auto": "Automatic (on with a face database)", "on": "On", "off": "Off"}
+COLOR: dict[str, str] = {"channel": "Per channel", "global": "Global (as the paper)", "none": "None"}
+assert set(COLOR) == set(P.COLOR_MODES)
+
+CONTEXT_MARGIN = 0.25  # context around the selection's bounding box sent to the daemon, per side
+
+
+class PluginError(Exception):
+    """A failure to report to GIMP: what went wrong, then what to do."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        self.message, self.hint = message, hint
+        super().__init__(f"{message}\n{hint}" if hint else message)
+
+
+# ---------------------------------------------------------------------------- settings
+
+
+@dataclass
+class Settings:
+    """What the installer recorded (``gimp-dfi.json``), overridable by environment variables."""
+
+    endpoint: str = ""
+    dfi: list[str] = field(default_factory=list)  # argv prefix that runs the dfi CLI
+    daemon_args: list[str] = field(default_factory=list)  # extra 'dfi daemon start' options (--device, ...)
+    autostart: bool = True
+    timeout_s: float = 60.0  # daemon silent this long while a job runs = dead
+    connect_timeout_s: float = 3.0
+    start_timeout_s: float = 300.0  # first start loads VGG-19 (and may download it)
+
+    @classmethod
+    def load(cls, folder: Path = HERE, env: dict[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        path = folder / CONFIG_NAME
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raw = {}
+        except (OSError, ValueError) as e:
+            raise PluginError(f"The plug-in's settings file {path} is unreadable ({e}).",
+                              "Re-run the installer: python install/gimp_plugin.py") from None
+        s = cls(**{k: raw[k] for k in cls.__dataclass_fields__ if k in raw})
+        if isinstance(s.dfi, str):
+            s.dfi = [s.dfi]
+        s.endpoint = env.get("DFI_ENDPOINT") or s.endpoint
+        if env.get("DFI_AUTOSTART"):
+            s.autostart = env["DFI_AUTOSTART"].strip().lower() not in ("0", "false", "no", "off")
+        if env.get("DFI_EXECUTABLE"):
+            s.dfi = [env["DFI_EXECUTABLE"]]
+        if not s.endpoint:
+            raise PluginError("The plug-in does not know the daemon's endpoint.",
+                              "Re-run the installer (python install/gimp_plugin.py) or set DFI_ENDPOINT.")
+        return s
+
+
+# ---------------------------------------------------------------------------- arguments -> request
+
+
+def parse_strengths(text: str, max_count: int = P.MAX_STRENGTHS) -> list[float] | None:
+    """'0.4, 0.8 1.2' -> [0.4, 0.8, 1.2]; empty -> None (the attribute's default)."""
+    tokens = [t for t in re.split(r"[,;\s]+", text.strip()) if t]
+    if not tokens:
+        return None
+    out = []
+    for t in tokens:
+        try:
+            v = float(t)
+        except ValueError:
+            raise PluginError(f"Strength {t!r} is not a number.",
+                              "Type numbers separated by commas, e.g. 0.4, 0.8 (one layer each).") from None
+        if not math.isfinite(v) or abs(v) > 100:
+            raise PluginError(f"Strength {t} is out of range.", "Use values between -100 and 100 (typically 0-1 "
+                              "for beta-scaled attributes, 0-5 otherwise).")
+        out.append(v)
+    if len(out) > max_count:
+        raise PluginError(f"{len(out)} strengths given; at most {max_count} per edit.", "Run the edit twice.")
+    return out
+
+
+def edit_options(quality: str, iterations: int, color: str, alignment: str) -> dict[str, Any]:
+    """Dialog values -> protocol options (only what the user set; the daemon fills the rest)."""
+    if quality not in QUALITY:
+        raise PluginError(f"Unknown quality {quality!r}.", f"Use one of: {', '.join(QUALITY)}.")
+    if alignment not in ALIGNMENT:
+        raise PluginError(f"Unknown alignment {alignment!r}.", f"Use one of: {', '.join(ALIGNMENT)}.")
+    if color not in COLOR:
+        raise PluginError(f"Unknown colour mode {color!r}.", f"Use one of: {', '.join(COLOR)}.")
+    opts: dict[str, Any] = {"iterations": iterations if iterations > 0 else QUALITY[quality][0], "color": color}
+    if alignment != "auto":
+        opts["align"] = alignment == "on"
+    return opts
+
+
+def layer_noun(label: str) -> str:
+    """'Add facial hair' -> 'facial hair', 'Older' -> 'older' (for layer names)."""
+    label = re.sub(r"\s*\(.*\)$", "", label.strip().rstrip(".…").replace("_", ""))
+    if label.lower().startswith("add "):
+        label = label[4:]
+    return label[:1].lower() + label[1:]
+
+
+def layer_name(noun: str, strength: float | None) -> str:
+    return f"DFI {noun}" if strength is None else f"DFI {noun} {strength:g}"
+
+
+def crop_box(layer_w: int, layer_h: int, sel: tuple[int, int, int, int] | None,
+             margin: float = CONTEXT_MARGIN, min_side: int = P.MIN_SIDE) -> tuple[int, int, int, int]:
+    """The layer region (x, y, w, h) to send: the selection's box plus context, at least min_side wide.
+
+    ``sel`` is the selection's box (x1, y1, x2, y2) in layer coordinates, None for the whole layer.
+    """
+    if layer_w < min_side or layer_h < min_side:
+        raise PluginError(f"The layer is {layer_w}x{layer_h} pixels; DFI needs at least {min_side}x{min_side}.",
+                          "Scale the image up or pick a larger layer.")
+    if sel is None:
+        return 0, 0, layer_w, layer_h
+    x1, y1, x2, y2 = max(sel[0], 0), max(sel[1], 0), min(sel[2], layer_w), min(sel[3], layer_h)
+    if x2 <= x1 or y2 <= y1:
+        raise PluginError("The selection does not overlap the active layer.",
+                          "Select a region on this layer, or pick the layer under the selection.")
+
+    def grow(a: int, b: int, size: int) -> tuple[int, int]:
+        pad = round((b - a) * margin)
+        a, b = max(a - pad, 0), min(b + pad, size)
+        short = min_side - (b - a)
+        if short > 0:  # widen to the minimum, shifting inside the layer
+            a = max(min(a - (short + 1) // 2, size - min_side), 0)
+            b = a + min_side
+        return a, b
+
+    x1, x2 = grow(x1, x2, layer_w)
+    y1, y2 = grow(y1, y2, layer_h)
+    return x1, y1, x2 - x1, y2 - y1
+
+
+# ---------------------------------------------------------------------------- the daemon
+
+
+Status = Callable[[str], None]
+
+
+def connect(settings: Settings, status: Status = lambda s: None, pulse: Callable[[], None] = lambda: None) -> Client:
+    """A client with a ready daemon behind it, starting one through ``dfi`` if allowed.
+
+    Every wait has a deadline, so GIMP never hangs on a plug-in that waits forever.
+    """
+    client = Client(settings.endpoint, settings.timeout_s)
+    try:
+        try:
+            client.hello(CLIENT_NAME, timeout=settings.connect_timeout_s)
+            return client
+        except DaemonUnavailable:
+            pass
+        if not settings.autostart:
+            raise PluginError(
+                f"The DFI daemon is not running (nothing answered on {settings.endpoint} within "
+                f"{settings.connect_timeout_s:g} s), and automatic start is off.",
+                "Start it in a terminal with 'dfi daemon start', or re-run the installer without --no-autostart.")
+        _start_daemon(settings, status, pulse)
+        status("Connecting to the DFI daemon...")
+        try:
+            client.hello(CLIENT_NAME, timeout=max(settings.connect_timeout_s, 10.0))
+        except DaemonUnavailable:
+            raise PluginError(f"The DFI daemon started but does not answer on {settings.endpoint}.",
+                              "Check 'dfi daemon status' and 'dfi daemon logs' in a terminal.") from None
+        return client
+    except BaseException:
+        client.close()
+        raise
+
+
+def _start_daemon(settings: Settings, status: Status, pulse: Callable[[], None]) -> None:
+    """Run ``dfi daemon start`` (it returns once the daemon answers), pulsing GIMP's progress bar."""
+    if not settings.dfi:
+        raise PluginError("The DFI daemon is not running and the plug-in does not know where 'dfi' is.",
+                          "Re-run the installer (python install/gimp_plugin.py), or start it with 'dfi daemon start'.")
+    argv = [*settings.dfi, "daemon", "start", "--endpoint", settings.endpoint,
+            "--start-timeout", f"{settings.start_timeout_s:g}", *settings.daemon_args]
+    status("Starting the DFI daemon (the first start loads VGG-19)...")
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    except OSError as e:
+        raise PluginError(f"Could not run {argv[0]} to start the DFI daemon ({e.strerror}).",
+                          "Re-run the installer from your gimp-dfi checkout, or start the daemon with "
+                          "'dfi daemon start'.") from None
+    deadline = time.monotonic() + settings.start_timeout_s + 15
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise PluginError(f"The DFI daemon did not start within {settings.start_timeout_s:g} s.",
+                              "See 'dfi daemon logs'; a first start may be downloading VGG-19 weights.")
+        pulse()
+        time.sleep(0.2)
+    out = proc.stdout.read().decode(errors="replace").strip() if proc.stdout else ""
+    if proc.returncode != 0:
+        tail = "\n".join(out.splitlines()[-8:])
+        raise PluginError(f"Starting the DFI daemon failed (exit code {proc.returncode}):\n{tail}",
+                          "Fix the problem above (or run 'dfi daemon start' in a terminal to see more).")
+
+
+def describe(e: BaseException) -> str:
+    """A message for GIMP's error dialog: what went wrong and what to do."""
+    if isinstance(e, DaemonError):
+        return f"{e.message}\n{e.hint}" if e.hint else e.message
+    return str(e)
+
+
+def attributes(client: Client) -> list[dict[str, Any]]:
+    """The daemon's attributes, minus inpainting (which has its own menu item)."""
+    return [a for a in client.attributes().get("attributes", []) if a.get("name") != "inpaint"]
+
+
+Progress = Callable[[float, str], None]
+
+
+def run_job(client: Client, msg: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """Send an edit/inpaint and stream the daemon's progress events to ``progress``."""
+
+    def on_event(reply: dict[str, Any]) -> None:
+        kind = reply.get("type")
+        if kind == "accepted" and reply.get("position"):
+            progress(0.0, f"DFI: waiting for {reply['position']} job(s) ahead")
+        elif kind == "progress":
+            message = reply.get("message") or reply.get("stage", "")
+            progress(float(reply.get("fraction", 0.0)), f"DFI: {message}")
+
+    result = client.run_job(msg, on_event)
+    progress(1.0, "DFI: done")
+    return result

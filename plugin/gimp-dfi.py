@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""gimp-dfi: Deep Feature Interpolation edits under Filters → DFI (GIMP 3).
+
+The GIMP side only: read the layer and the selection, show the dialog, send one
+request to the resident dfi daemon, drive GIMP's progress bar from its events and
+insert the results as new layers above the source. Everything that needs no GIMP
+lives in ``dfi_bridge``; the wire protocol is the daemon's own (``dfi_wire``).
+Installed by ``install/gimp_plugin.py``.
+"""
+
+import os
+import sys
+import traceback
+
+HERE = os.path.dirname(os.path.realpath(__file__))
+for _p in (os.path.join(HERE, "vendor"), HERE):  # vendored pyzmq/msgpack (if any), then our modules
+    if os.path.isdir(_p) and _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import gi  # noqa: E402
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("Gegl", "0.4")
+import dfi_bridge as B  # noqa: E402
+from dfi_wire import protocol as P  # noqa: E402
+from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
+
+RGBA = "R'G'B'A u8"  # perceptual 8-bit: the byte values a PNG of the layer would hold
+MASK = "Y u8"
+RW = GObject.ParamFlags.READWRITE
+
+
+def _choice(options):
+    choice = Gimp.Choice.new()
+    for i, (nick, label) in enumerate(options.items()):
+        choice.add(nick, i, label, "")
+    return choice
+
+
+class DFIPlugIn(Gimp.PlugIn):
+    """One procedure per entry of ``dfi_bridge.MENU``; all share :meth:`run`."""
+
+    def do_set_i18n(self, name):
+        return False
+
+    def do_query_procedures(self):
+        return [m.proc for m in B.MENU]
+
+    def do_create_procedure(self, name):
+        item = B.MENU_BY_PROC[name]
+        proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
+        proc.set_image_types("RGB*, GRAY*")
+        proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
+        proc.set_menu_label(item.label)
+        proc.add_menu_path(B.MENU_PATH)
+        proc.set_documentation(item.blurb, item.blurb + " with Deep Feature Interpolation. Works inside the "
+                               "selection (or on the whole layer, finding the face) and adds the result as new "
+                               "layer(s) above the source; the source layer is never changed. Needs the dfi "
+                               "daemon (started automatically).", name)
+        proc.set_attribution("gimp-dfi authors", "gimp-dfi authors (Apache-2.0)", "2026")
+        if item.attribute is None:
+            proc.add_string_argument("attribute", "Attribute", "Attribute name as 'dfi attributes' lists it",
+                                     "facehair", RW)
+        if item.inpaint:
+            proc.add_double_argument("strength", "Strength", "Fill strength; 0 = the daemon's default",
+                                     0.0, 10.0, 0.0, RW)
+        else:
+            proc.add_string_argument("strengths", "Strengths", "One new layer per strength, separated by commas "
+                                     "(e.g. 0.4, 0.8); empty = the attribute's default", "", RW)
+        proc.add_choice_argument("quality", "Quality", "Iterations of the inversion",
+                                 _choice({k: v[1] for k, v in B.QUALITY.items()}), "balanced", RW)
+        proc.add_int_argument("iterations", "Iterations", "Overrides the quality preset when above 0",
+                              0, 10000, 0, RW)
+        proc.add_choice_argument("color", "Colour match", "Match the result's colours to the original",
+                                 _choice(B.COLOR), "channel", RW)
+        proc.add_choice_argument("alignment", "Face alignment", "Align the face to the database's frame",
+                                 _choice(B.ALIGNMENT), "auto", RW)
+        return proc
+
+    # ------------------------------------------------------------------ run
+    def run(self, procedure, run_mode, image, drawables, config, run_data):
+        item = B.MENU_BY_PROC[procedure.get_name()]
+        try:
+            return self._run(procedure, item, run_mode, image, drawables, config)
+        except Exception as e:  # every failure becomes an error status with a message, never SUCCESS
+            if not isinstance(e, (B.PluginError, B.DaemonError)):
+                traceback.print_exc()
+            return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(B.describe(e)))
+
+    def _run(self, procedure, item, run_mode, image, drawables, config):
+        if len(drawables) != 1:
+            raise B.PluginError(f"{len(drawables)} layers are selected.", "Select exactly one layer.")
+        drawable = drawables[0]
+        if not isinstance(drawable, Gimp.Layer) or isinstance(drawable, Gimp.GroupLayer):
+            raise B.PluginError("The active drawable is not a pixel layer.",
+                                "Select a normal layer (not a group, mask or channel).")
+        settings = B.Settings.load()
+        interactive = run_mode == Gimp.RunMode.INTERACTIVE
+        Gimp.progress_init(f"DFI: {B.layer_noun(item.label)}")
+        client = B.connect(settings, Gimp.progress_set_text, Gimp.progress_pulse)
+        try:
+            if interactive and not self._dialog(procedure, item, config, client):
+                return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
+            self._apply(item, image, drawable, config, client, interactive)
+        finally:
+            client.close()
+        Gimp.displays_flush()
+        return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, None)
+
+    # ------------------------------------------------------------------ dialog
+    def _dialog(self, procedure, item, config, client):
+        gi.require_version("GimpUi", "3.0")
+        from gi.repository import GimpUi, Gtk
+
+        GimpUi.init("gimp-dfi")
+        attrs = B.attributes(client)
+        if not item.inpaint and not config.get_property("strengths"):
+            name = item.attribute or config.get_property("attribute")
+            default = next((a.get("default_strength") for a in attrs if a["name"] == name), None)
+            if default is not None:
+                config.set_property("strengths", f"{default:g}")
+        dialog = GimpUi.ProcedureDialog.new(procedure, config, f"DFI: {item.label.replace('_', '')}")
+        names = ["strength" if item.inpaint else "strengths", "quality", "iterations", "color", "alignment"]
+        if item.attribute is None:
+            if not attrs:
+                raise B.PluginError("The DFI daemon lists no attributes.",
+                                    "Start it with a face database: dfi daemon start --database PATH")
+            store = Gtk.ListStore(str, str)
+            for a in attrs:
+                store.append([a["name"], f"{a.get('label', a['name'])} ({a['name']})"])
+            combo = GimpUi.prop_string_combo_box_new(config, "attribute", store, 0, 1)
+            box = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=6)
+            box.pack_start(Gtk.Label(label="Attribute"), False, False, 0)
+            box.pack_start(combo, True, True, 0)
+            box.show_all()
+            dialog.get_content_area().pack_start(box, False, False, 6)
+        dialog.fill(names)
+        ok = dialog.run()
+        dialog.destroy()
+        return ok
+
+    # ------------------------------------------------------------------ the edit
+    def _apply(self, item, image, drawable, config, client, interactive):
+        width, height = drawable.get_width(), drawable.get_height()
+        _, ox, oy = drawable.get_offsets()
+        _, has_selection, x1, y1, x2, y2 = Gimp.Selection.bounds(image)
+        if item.inpaint and not has_selection:
+            raise B.PluginError("Fill selection needs a selection.", "Select the region to fill, then run it again.")
+        sel = (x1 - ox, y1 - oy, x2 - ox, y2 - oy) if has_selection else None
+        cx, cy, cw, ch = B.crop_box(width, height, sel)
+        max_pixels = client.limits.get("max_pixels", P.DEFAULT_MAX_PIXELS)
+        if cw * ch > max_pixels:
+            raise B.PluginError(f"The region to edit is {cw}x{ch} pixels, over the daemon's limit of "
+                                f"{max_pixels:,}.", "Select just the face, or scale the image down "
+                                "(Image → Scale Image).")
+
+        rect = Gegl.Rectangle.new(cx, cy, cw, ch)
+        pixels = bytes(drawable.get_buffer().get(rect, 1.0, RGBA, Gegl.AbyssPolicy.CLAMP))
+        photo = P.image_map(pixels, cw, ch, "RGBA8")
+        mask = None
+        if has_selection:
+            sel_rect = Gegl.Rectangle.new(ox + cx, oy + cy, cw, ch)
+            sel_bytes = bytes(image.get_selection().get_buffer().get(sel_rect, 1.0, MASK, Gegl.AbyssPolicy.NONE))
+            mask = P.image_map(sel_bytes, cw, ch, "L8")
+
+        options = B.edit_options(config.get_property("quality"), config.get_property("iterations"),
+                                 config.get_property("color"), config.get_property("alignment"))
+        if item.inpaint:
+            strength = config.get_property("strength") or None
+            msg = P.inpaint_request(photo, mask, strength, **options)
+            noun, strengths = B.layer_noun(item.label), [None]
+        else:
+            attribute = item.attribute or config.get_property("attribute").strip()
+            known = {a["name"]: a for a in B.attributes(client)}
+            if attribute not in known:
+                raise B.PluginError(f"The DFI daemon does not define the attribute {attribute!r}.",
+                                    f"Defined: {', '.join(known) or 'none (start it with a face database)'}.")
+            strengths = B.parse_strengths(config.get_property("strengths"))
+            if strengths is None:
+                strengths = [known[attribute].get("default_strength", 1.0)]
+            msg = P.edit_request(photo, attribute, strengths, mask, **options)
+            noun = B.layer_noun(item.label if item.attribute else known[attribute].get("label", attribute))
+
+        def progress(fraction, text):
+            Gimp.progress_set_text(text)
+            Gimp.progress_update(min(max(fraction, 0.0), 1.0))
+
+        result = B.run_job(client, msg, progress)
+        images = result.get("images", [])
+        if len(images) != len(strengths):
+            raise B.PluginError(f"The daemon returned {len(images)} images for {len(strengths)} strengths.",
+                                "This is a bug; please report it with 'dfi daemon logs'.")
+        for im in images:
+            if (im.get("width"), im.get("height"), im.get("format")) != (cw, ch, "RGBA8"):
+                raise B.PluginError("The daemon returned an image of the wrong size or format.",
+                                    "This is a bug; please report it with 'dfi daemon logs'.")
+
+        # One undo group for all new layers, each above the previous one; the source layer is only read.
+        image.undo_group_start()
+        try:
+            below = drawable
+            for s, im in zip(strengths, images):
+                below = self._insert(image, drawable, below, im["data"], rect, B.layer_name(noun, s))
+        finally:
+            image.undo_group_end()
+        notes = result.get("notes") or []
+        if notes:
+            sys.stderr.write("[gimp-dfi] " + "\n[gimp-dfi] ".join(notes) + "\n")
+            if interactive:
+                Gimp.message("DFI: " + "\n".join(notes))
+
+    @staticmethod
+    def _insert(image, source, below, data, rect, name):
+        """A copy of the source directly above ``below``, with the result merged in through the selection.
+
+        merge_shadow applies the new pixels only where the selection is (at the layer's
+        own precision), so every pixel outside it stays exactly the source's.
+        """
+        layer = source.copy()
+        layer.set_name(name)
+        image.insert_layer(layer, source.get_parent(), image.get_item_position(below))
+        shadow = layer.get_shadow_buffer()
+        shadow.set(rect, RGBA, data)
+        shadow.flush()
+        layer.merge_shadow(True)
+        layer.update(rect.x, rect.y, rect.width, rect.height)
+        return layer
+
+
+Gimp.main(DFIPlugIn.__gtype__, sys.argv)

@@ -1,0 +1,189 @@
+"""The plug-in in a real GIMP 3.0 (Debian trixie root), talking to a real daemon on the host.
+
+The plug-in is installed by the project's installer; GIMP is driven through the
+PDB (headless, and the GUI binary under Xvfb for the dialog and for undo, which
+the PDB cannot trigger). Skips with the reason only where the root cannot be
+built (no root privileges, no Debian mirror).
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from dfi_daemon.testing import DaemonProcess
+from gimp_harness import REPO, Gimp, build_root, wait_file
+from PIL import Image
+
+PROCS = {
+    "plug-in-dfi-facial-hair": "Add _facial hair...",
+    "plug-in-dfi-older": "_Older...",
+    "plug-in-dfi-younger": "_Younger...",
+    "plug-in-dfi-smile": "_Smile...",
+    "plug-in-dfi-attribute": "_Attribute...",
+    "plug-in-dfi-fill": "_Fill selection...",
+}
+OFFSET = (20, 12)  # the source layer sits at an offset inside a larger canvas
+CANVAS = (300, 280)
+EDIT_RECT = (84, 76, 128, 128)  # image coordinates: the face
+FILL_RECT = (110, 150, 64, 40)
+ITERATIONS = 3  # random weights: the path is what is tested, not the look
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def photo() -> np.ndarray:
+    from skimage import data
+
+    return data.astronaut()[:256, 96:352].copy()  # a real photo, 256×256, face in the middle
+
+
+def rect_mask(rect: tuple[int, int, int, int], shape: tuple[int, int]) -> np.ndarray:
+    """Selection of an image-space rectangle, in the source layer's coordinates."""
+    x, y, w, h = rect
+    m = np.zeros(shape, bool)
+    m[max(y - OFFSET[1], 0):y - OFFSET[1] + h, max(x - OFFSET[0], 0):x - OFFSET[0] + w] = True
+    return m
+
+
+@pytest.fixture(scope="module")
+def gimp(tmp_path_factory):
+    root, why = build_root()
+    if root is None:
+        pytest.skip(f"real GIMP 3 tests skipped: {why}")
+    g = Gimp(root, "pytest")
+    daemon = DaemonProcess(tmp_path_factory.mktemp("gimp-daemon"), endpoint=f"tcp://127.0.0.1:{free_port()}",
+                           threads=2).start()
+    res = subprocess.run([sys.executable, str(REPO / "install" / "gimp_plugin.py"), "--root", str(root),
+                          "--profile", g.profile, "--endpoint", daemon.endpoint, "--no-autostart"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "verified with GIMP's Python" in res.stdout, res.stdout
+    buf = io.BytesIO()
+    Image.fromarray(photo()).save(buf, "PNG")
+    g.photo = g.put("astronaut.png", buf.getvalue())
+    g.daemon = daemon
+    yield g
+    daemon.stop()
+    g.cleanup()
+
+
+def load_steps(g: Gimp) -> list[dict]:
+    return [{"op": "load", "path": g.photo, "offsets": list(OFFSET), "canvas": list(CANVAS)}]
+
+
+@pytest.fixture(scope="module")
+def headless(gimp):
+    """One headless GIMP session: the menu, an edit, a fill and two refused calls."""
+    return gimp.run([
+        {"op": "procedures", "names": list(PROCS)},
+        *load_steps(gimp),
+        {"op": "select", "rect": list(EDIT_RECT)},
+        {"op": "call", "proc": "plug-in-dfi-facial-hair", "args": {"strengths": "0.5, 1.5", "iterations": ITERATIONS}},
+        {"op": "dump"},
+        {"op": "pick", "name": "Background"},
+        {"op": "select", "rect": list(FILL_RECT)},
+        {"op": "call", "proc": "plug-in-dfi-fill", "args": {"iterations": ITERATIONS}},
+        {"op": "dump"},
+        {"op": "call", "proc": "plug-in-dfi-facial-hair", "args": {"strengths": "0.5, lots"}},
+        {"op": "select"},
+        {"op": "call", "proc": "plug-in-dfi-fill", "args": {"iterations": ITERATIONS}},
+        {"op": "dump"},
+    ])
+
+
+def test_procedures_are_under_filters_dfi(headless):
+    found = headless.step("procedures")["procedures"]
+    for name, label in PROCS.items():
+        assert found[name] is not None, f"{name} is not registered"
+        assert found[name]["menu_paths"] == ["<Image>/Filters/DFI"]
+        assert found[name]["label"] == label
+    assert "strengths" in found["plug-in-dfi-facial-hair"]["args"]
+    assert "attribute" in found["plug-in-dfi-attribute"]["args"]
+
+
+def check_new_layers(layers, names, rect):
+    """New layers directly above the untouched source, changed inside the selection only."""
+    source = layers[-1]
+    assert source.name == "Background"
+    assert np.array_equal(source.pixels[..., :3], photo()), "the source layer was modified"
+    assert [la.name for la in layers[:-1]] == names
+    inside = rect_mask(rect, source.pixels.shape[:2])
+    for la in layers[:-1]:
+        assert la.offsets == OFFSET and la.pixels.shape == source.pixels.shape
+        assert np.array_equal(la.pixels[~inside], source.pixels[~inside]), f"{la.name}: changed outside the selection"
+        changed = np.any(la.pixels[inside] != source.pixels[inside], axis=-1).mean()
+        assert changed > 0.5, f"{la.name}: only {changed:.0%} of the selection changed"
+
+
+def test_edit_adds_one_layer_per_strength_above_the_source(headless):
+    call = headless.step("call", 0)
+    assert call["status"] == "success", call["message"]
+    layers = headless.layers(0)
+    # the first strength directly above the source, the next above it
+    check_new_layers(layers, ["DFI facial hair 1.5", "DFI facial hair 0.5"], EDIT_RECT)
+    assert not np.array_equal(layers[0].pixels, layers[1].pixels), "both strengths gave the same result"
+
+
+def test_fill_selection_adds_a_filled_layer(headless):
+    call = headless.step("call", 1)
+    assert call["status"] == "success", call["message"]
+    layers = headless.layers(1)  # the fill went onto the source, so its layer sits directly above it
+    assert [la.name for la in layers[:2]] == ["DFI facial hair 1.5", "DFI facial hair 0.5"]
+    check_new_layers(layers[2:], ["DFI fill selection"], FILL_RECT)
+
+
+def test_bad_arguments_are_execution_errors(headless):
+    bad = headless.step("call", 2)
+    assert bad["status"] == "execution-error"
+    assert "'lots' is not a number" in bad["message"]
+    no_selection = headless.step("call", 3)
+    assert no_selection["status"] == "execution-error"
+    assert "needs a selection" in no_selection["message"]
+    assert len(headless.layers(2)) == 4, "a refused call added a layer"
+
+
+def test_daemon_down_without_autostart_is_an_execution_error(gimp, tmp_path):
+    stopped = DaemonProcess(tmp_path, endpoint=f"tcp://127.0.0.1:{free_port()}").start()
+    stopped.stop()
+    run = gimp.run([*load_steps(gimp), {"op": "call", "proc": "plug-in-dfi-facial-hair", "args": {}}],
+                   env={"DFI_ENDPOINT": stopped.endpoint, "DFI_AUTOSTART": "0"})
+    call = run.step("call")
+    assert call["status"] == "execution-error"
+    assert "The DFI daemon is not running" in call["message"]
+    assert "dfi daemon start" in call["message"]
+    assert call["seconds"] < 15, f"took {call['seconds']:.1f} s to notice"
+
+
+def test_dialog_then_undo_in_the_gui(gimp):
+    """GUI GIMP under Xvfb: OK in the Attribute… dialog edits; one Ctrl+Z removes all its layers."""
+
+    def press(display, out):
+        dialog = gimp.wait_window(display, "^DFI: Attribute")
+        gimp.xdotool(display, "windowfocus", "--sync", dialog, "key", "Return")
+        wait_file(out / "ready")
+        window = gimp.wait_window(display, r"layers\) ")
+        gimp.xdotool(display, "windowfocus", "--sync", window, "key", "--clearmodifiers", "ctrl+z")
+
+    run = gimp.run([*load_steps(gimp), {"op": "select", "rect": list(EDIT_RECT)},
+                    {"op": "call", "proc": "plug-in-dfi-attribute", "interactive": True,
+                     "args": {"strengths": "0.5, 1", "iterations": ITERATIONS}},
+                    {"op": "dump"}, {"op": "display", "timeout": 60}, {"op": "dump"}],
+                   gui=True, during=press)
+    call = run.step("call")
+    assert call["status"] == "success", call["message"]
+    check_new_layers(run.layers(0), ["DFI facial hair 1", "DFI facial hair 0.5"], EDIT_RECT)
+    undo = run.step("display")
+    assert (undo["before"], undo["after"]) == (3, 1), undo
+    x, y, w, h = EDIT_RECT
+    assert undo["selection_after"] == [True, x, y, x + w, y + h], "undo went past the edit"
+    (source,) = run.layers(1)
+    assert np.array_equal(source.pixels[..., :3], photo())
