@@ -416,7 +416,7 @@ def install(args: argparse.Namespace) -> int:
             log.append("GIMP's Python already has " + "; ".join(f"{m} {v}" for m, v in found["modules"].items()))
 
     written = install_files(target, config, vendored)
-    stale = [f for f in old if f not in written]
+    stale = [f for f in old if f not in written and f != MANIFEST]
     remove_files(folder, stale)
     _write(folder / MANIFEST, (json.dumps({"files": [*written, MANIFEST]}, indent=2) + "\n").encode(), 0o644)
     log.append(f"{'upgraded' if old else 'installed'} {len(written)} files"
@@ -424,7 +424,11 @@ def install(args: argparse.Namespace) -> int:
     log.append(f"daemon endpoint {config['endpoint']}; auto-start "
                + (f"with {shlex.join(config['dfi'])}" if config["autostart"] else "off"))
     if target.python and not args.no_verify:
-        checked = verify(target)
+        try:
+            checked = verify(target)
+        except InstallError as e:  # a plug-in that cannot load would only print tracebacks in GIMP
+            remove_files(folder, [*written, MANIFEST])
+            raise InstallError(f"{e}\nThe plug-in was removed again; fix the above and re-run.") from None
         log.append(f"verified with GIMP's Python {checked['python']}: plug-in executable, imports OK "
                    f"(zmq from {checked['zmq']}), {len(checked['procedures'])} procedures")
     for line in log + target.notes:

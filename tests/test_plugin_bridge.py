@@ -1,0 +1,154 @@
+"""plugin/dfi_bridge.py as installed (with dfi_wire beside it), outside GIMP.
+
+Logic (strengths, crop boxes, names, settings) is tested directly; the daemon
+connection against real daemons and the real ``dfi`` command (auto-start).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dfi_daemon.testing import DaemonProcess, kill_daemons
+
+REPO = Path(__file__).resolve().parent.parent
+DFI = str(Path(sys.executable).parent / "dfi")
+FAST_DAEMON = ["--weights", "random:0", "--database", "synthetic", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def bridge(tmp_path_factory):
+    """dfi_bridge imported from a plug-in folder made by the installer."""
+    profile = tmp_path_factory.mktemp("gimp") / "3.0"
+    subprocess.run([sys.executable, str(REPO / "install" / "gimp_plugin.py"), "--profile", str(profile),
+                    "--target", "linux", "--endpoint", "ipc:///nonexistent/daemon.sock", "--no-verify",
+                    "--vendor", "never"], check=True, capture_output=True)
+    folder = str(profile / "plug-ins" / "gimp-dfi")
+    sys.path.insert(0, folder)
+    try:
+        module = importlib.import_module("dfi_bridge")
+        assert module.__file__.startswith(folder)
+        yield module
+    finally:
+        sys.path.remove(folder)
+        for name in [m for m in sys.modules if m == "dfi_bridge" or m.startswith("dfi_wire")]:
+            del sys.modules[name]
+
+
+def test_strengths(bridge):
+    assert bridge.parse_strengths("0.4, 0.8 1.2;2") == [0.4, 0.8, 1.2, 2.0]
+    assert bridge.parse_strengths("  ") is None
+    assert bridge.parse_strengths("-1") == [-1.0]
+    with pytest.raises(bridge.PluginError, match="'lots' is not a number"):
+        bridge.parse_strengths("0.5, lots")
+    with pytest.raises(bridge.PluginError, match="out of range"):
+        bridge.parse_strengths("nan")
+    with pytest.raises(bridge.PluginError, match="at most 16"):
+        bridge.parse_strengths(" ".join(["1"] * 17))
+
+
+def test_crop_box_adds_context_and_stays_inside_the_layer(bridge):
+    assert bridge.crop_box(400, 300, None) == (0, 0, 400, 300)
+    assert bridge.crop_box(400, 300, (100, 100, 200, 180)) == (75, 80, 150, 120)  # 25 % of each side added
+    assert bridge.crop_box(400, 300, (-50, -50, 40, 40)) == (0, 0, 50, 50)  # clipped to the layer
+    x, y, w, h = bridge.crop_box(400, 300, (390, 295, 400, 300))  # tiny selection in a corner
+    assert (w, h) == (32, 32) and x + w == 400 and y + h == 300
+    with pytest.raises(bridge.PluginError, match="does not overlap"):
+        bridge.crop_box(400, 300, (500, 10, 600, 50))
+    with pytest.raises(bridge.PluginError, match="at least 32x32"):
+        bridge.crop_box(20, 300, None)
+
+
+def test_layer_names(bridge):
+    assert bridge.layer_name(bridge.layer_noun("Add _facial hair..."), 0.8) == "DFI facial hair 0.8"
+    assert bridge.layer_name(bridge.layer_noun("Add facial hair (synthetic)"), 1.0) == "DFI facial hair 1"
+    assert bridge.layer_name(bridge.layer_noun("_Older..."), 0.4) == "DFI older 0.4"
+    assert bridge.layer_name(bridge.layer_noun("_Fill selection..."), None) == "DFI fill selection"
+
+
+def test_options(bridge):
+    assert bridge.edit_options("fast", 0, "channel", "auto") == {"iterations": 150, "color": "channel"}
+    assert bridge.edit_options("best", 7, "none", "off") == {"iterations": 7, "color": "none", "align": False}
+    with pytest.raises(bridge.PluginError, match="Unknown quality"):
+        bridge.edit_options("ultra", 0, "channel", "auto")
+
+
+def test_settings_from_file_and_environment(bridge, tmp_path):
+    (tmp_path / bridge.CONFIG_NAME).write_text(json.dumps(
+        {"endpoint": "ipc:///a.sock", "dfi": ["/x/dfi"], "autostart": True, "installed_from": "/repo"}))
+    s = bridge.Settings.load(tmp_path, env={})
+    assert (s.endpoint, s.dfi, s.autostart) == ("ipc:///a.sock", ["/x/dfi"], True)
+    s = bridge.Settings.load(tmp_path, env={"DFI_ENDPOINT": "tcp://127.0.0.1:9", "DFI_AUTOSTART": "0"})
+    assert (s.endpoint, s.autostart) == ("tcp://127.0.0.1:9", False)
+    with pytest.raises(bridge.PluginError, match="does not know the daemon's endpoint"):
+        bridge.Settings.load(tmp_path / "empty", env={})
+    (tmp_path / bridge.CONFIG_NAME).write_text("{not json")
+    with pytest.raises(bridge.PluginError, match="unreadable"):
+        bridge.Settings.load(tmp_path, env={})
+
+
+def test_no_daemon_and_no_autostart_fails_fast(bridge, tmp_path):
+    s = bridge.Settings(endpoint=f"ipc://{tmp_path}/none.sock", autostart=False, connect_timeout_s=1.0)
+    t0 = time.monotonic()
+    with pytest.raises(bridge.PluginError, match="not running") as e:
+        bridge.connect(s)
+    assert time.monotonic() - t0 < 5
+    assert "dfi daemon start" in str(e.value)
+
+
+@pytest.fixture
+def runtime(tmp_path, monkeypatch):
+    """Private daemon folders for daemons that dfi starts; they are killed afterwards."""
+    monkeypatch.setenv("DFI_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("DFI_STATE_DIR", str(tmp_path / "state"))
+    yield tmp_path / "run"
+    kill_daemons(tmp_path / "run")
+
+
+def test_autostart_through_the_real_dfi(bridge, runtime):
+    s = bridge.Settings(endpoint=f"ipc://{runtime}/daemon.sock", dfi=[DFI], daemon_args=FAST_DAEMON,
+                        connect_timeout_s=1.0, start_timeout_s=120)
+    said, pulses = [], []
+    client = bridge.connect(s, said.append, lambda: pulses.append(1))
+    try:
+        assert client.ping()["type"] == "pong"
+        assert "RANDOM" in client.hello()["weights"]
+    finally:
+        client.close()
+    assert said[0].startswith("Starting the DFI daemon") and pulses, "no visible status while starting"
+
+
+def test_autostart_failure_says_why(bridge, runtime):
+    s = bridge.Settings(endpoint=f"ipc://{runtime}/daemon.sock", dfi=[DFI], connect_timeout_s=0.5,
+                        daemon_args=["--weights", str(runtime / "missing.pth"), "--database", "none"])
+    with pytest.raises(bridge.PluginError, match="Starting the DFI daemon failed") as e:
+        bridge.connect(s)
+    assert "missing.pth" in str(e.value)
+    s.dfi = [str(runtime / "no-such-dfi")]
+    with pytest.raises(bridge.PluginError, match="Could not run"):
+        bridge.connect(s)
+
+
+def test_progress_events_reach_the_callback(bridge, tmp_path):
+    import numpy as np
+
+    rgba = np.random.default_rng(0).integers(0, 255, (40, 48, 4), np.uint8).tobytes()
+    with DaemonProcess(tmp_path) as daemon:
+        client = bridge.connect(bridge.Settings(endpoint=daemon.endpoint))
+        try:
+            msg = bridge.P.edit_request(bridge.P.image_map(rgba, 48, 40, "RGBA8"), "facehair", [1.0, 2.0],
+                                        **bridge.edit_options("fast", 2, "channel", "auto"))
+            seen = []
+            result = bridge.run_job(client, msg, lambda f, text: seen.append((f, text)))
+        finally:
+            client.close()
+    assert len(result["images"]) == 2
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(seen) >= 3
+    assert any("iteration" in text for _, text in seen), seen
