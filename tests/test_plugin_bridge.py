@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from dfi_daemon.testing import DaemonProcess, kill_daemons
 
 REPO = Path(__file__).resolve().parent.parent

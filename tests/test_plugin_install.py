@@ -103,7 +103,7 @@ def test_a_python_without_pyzmq_fails_verification_with_the_reason(profile):
 def fake_wheel(folder: Path, dist: str, package: str) -> None:
     """A minimal wheel: the package plus its dist-info (which must not be vendored)."""
     with zipfile.ZipFile(folder / f"{dist}-9.9-cp311-cp311-manylinux_2_28_x86_64.whl", "w") as z:
-        z.writestr(f"{package}/__init__.py", f"__version__ = '9.9-vendored'\nDEALER = 5\n")
+        z.writestr(f"{package}/__init__.py", "__version__ = '9.9-vendored'\nDEALER = 5\n")
         z.writestr(f"{dist}-9.9.dist-info/METADATA", f"Name: {dist}\n")
 
 
