@@ -143,12 +143,14 @@ class Client:
 
     # ------------------------------------------------------------------ jobs
     def run_job(self, msg: dict[str, Any], on_event: Callable[[dict[str, Any]], None] | None = None,
-                timeout: float | None = None) -> dict[str, Any]:
+                timeout: float | None = None, stall_timeout: float | None = None) -> dict[str, Any]:
         """Submit an edit/inpaint, stream its events to ``on_event`` and return the result reply.
 
         Sends heartbeats while waiting (the daemon cancels the job of a silent client)
         and raises :class:`DaemonUnavailable` if the daemon is silent for ``timeout``
-        seconds. Ctrl+C cancels the job on the daemon before re-raising.
+        seconds. With ``stall_timeout``, a job that sends no progress for that long
+        (while the daemon still answers heartbeats: a wedged worker) is cancelled and
+        raises ``stalled``. Ctrl+C cancels the job on the daemon before re-raising.
         """
         timeout = self.timeout if timeout is None else timeout
         accepted = self.call(msg, timeout)
@@ -156,11 +158,16 @@ class Client:
             on_event(accepted)
         job, rid = accepted["job"], accepted["id"]
         interval = float(accepted.get("heartbeat_interval_s", P.HEARTBEAT_INTERVAL_S))
-        heard = time.monotonic()
+        heard = progressed = time.monotonic()
         next_beat = heard + interval
         try:
             while True:
                 now = time.monotonic()
+                if stall_timeout is not None and now - progressed > stall_timeout:
+                    self.send(P.simple("cancel", job=job))
+                    raise DaemonError("stalled", f"{job} made no progress for {stall_timeout:g} s and was cancelled.",
+                                      "See 'dfi daemon logs'; restart the daemon with 'dfi daemon stop' if it "
+                                      "stays stuck.")
                 if now >= next_beat:
                     self.send(P.simple("heartbeat", jobs=[job]))
                     next_beat = now + interval
@@ -183,6 +190,7 @@ class Client:
                     continue
                 if reply.get("id") != rid:
                     continue
+                progressed = now
                 if kind == "error":
                     raise DaemonError(reply.get("code", "error"), reply.get("message", "error"), reply.get("hint"),
                                       reply)

@@ -142,7 +142,7 @@ def detect(args: argparse.Namespace) -> Target:
         profile = root / Path(os.path.abspath(profile)).relative_to("/")
     notes: list[str] = []
     if args.gimp_python:
-        python, system_python = shlex.split(args.gimp_python), False
+        python, system_python = split(args.gimp_python), False
     elif kind == "flatpak":
         python, system_python = ["flatpak", "run", "--command=python3", FLATPAK_ID], False
     elif kind in ("macos", "windows"):
@@ -185,21 +185,49 @@ def default_endpoint(kind: str) -> str:
         return ""
 
 
+def split(command: str) -> list[str]:
+    """A command line as argv; an existing path is one argument (Windows paths have spaces and backslashes)."""
+    if Path(command).exists():
+        return [command]
+    return shlex.split(command, posix=os.name != "nt")
+
+
 def settings(args: argparse.Namespace, target: Target) -> dict:
-    dfi = shlex.split(args.dfi) if args.dfi else default_dfi()
-    if target.kind == "flatpak" and dfi:
-        dfi = ["flatpak-spawn", "--host", *dfi]
+    """What gimp-dfi.json records: options given now, else those of the previous install, else defaults."""
+    try:
+        old = json.loads((target.folder / CONFIG).read_text())
+    except (OSError, ValueError):
+        old = {}
+    if args.dfi is not None:
+        dfi = split(args.dfi)
+        if target.kind == "flatpak":
+            dfi = ["flatpak-spawn", "--host", *dfi]
+    elif "dfi" in old:
+        dfi = old["dfi"]
+    elif target.root is not None:
+        dfi = []  # this environment's dfi cannot run inside the root
+    else:
+        dfi = default_dfi()
+        if target.kind == "flatpak" and dfi:
+            dfi = ["flatpak-spawn", "--host", *dfi]
+    if dfi and dfi[0] == "flatpak-spawn":
         target.notes.append("Flatpak GIMP can start the daemon only with permission to run host commands: "
                             f"flatpak override --user --talk-name=org.freedesktop.Flatpak {FLATPAK_ID} "
                             f"(or start it yourself: dfi daemon start --endpoint {FLATPAK_ENDPOINT}).")
-    endpoint = args.endpoint or default_endpoint(target.kind)
+    endpoint = args.endpoint or old.get("endpoint")
+    if not endpoint:
+        # a root or sandbox cannot see the user's runtime folder: loopback TCP reaches the host's daemon
+        endpoint = FLATPAK_ENDPOINT if target.root is not None else default_endpoint(target.kind)
     if not endpoint:
         raise InstallError("Could not work out the daemon's endpoint: run this installer with the project's "
                            "Python (.venv/bin/python install/gimp_plugin.py) or pass --endpoint.")
-    if not dfi and args.autostart:
-        target.notes.append("No 'dfi' executable found: automatic daemon start is off until you pass --dfi.")
-    return {"endpoint": endpoint, "dfi": dfi, "daemon_args": shlex.split(args.daemon_args),
-            "autostart": bool(args.autostart and dfi), "installed_from": str(REPO)}
+    autostart = args.autostart if args.autostart is not None else old.get("autostart_requested", True)
+    if autostart and not dfi:
+        target.notes.append("No 'dfi' to start the daemon with: automatic start is off until you pass --dfi "
+                            f"(start it yourself: dfi daemon start --endpoint {endpoint}).")
+    daemon_args = split(args.daemon_args) if args.daemon_args is not None else old.get("daemon_args", [])
+    return {"endpoint": endpoint, "dfi": dfi, "daemon_args": daemon_args, "autostart": bool(autostart and dfi),
+            "autostart_requested": autostart, "installed_from": str(REPO)}
 
 
 # ---------------------------------------------------------------------------- files
@@ -322,7 +350,7 @@ def wheel_platforms(target: Target) -> list[str]:
     if plat.startswith("macosx"):
         return ["macosx_11_0_universal2", f"macosx_11_0_{machine}", f"macosx_10_9_{machine}"]
     if plat.startswith("win"):
-        return ["win_amd64" if "64" in plat else "win32"]
+        return [{"win-amd64": "win_amd64", "win-arm64": "win_arm64"}.get(plat, "win32")]
     raise InstallError(f"Cannot pick wheels for GIMP's Python on platform {plat!r}; install pyzmq and msgpack "
                        "for it by hand.")
 
@@ -345,10 +373,12 @@ def vendor_wheels(target: Target, version: list[int], wheel_dir: str | None, log
                                    f"{res.stderr.strip()[-800:]}\nCheck the network, or pass --wheels DIR "
                                    "with the two wheels.")
         files: list[tuple[str, bytes]] = []
-        wheels = sorted(src.glob("*.whl"))
-        for pkg in VENDOR_PACKAGES:
-            if not any(w.name.lower().startswith(pkg) for w in wheels):
+        wheels = []
+        for pkg in VENDOR_PACKAGES:  # one wheel per package, so nothing is unpacked over another version
+            found = sorted(src.glob(f"{pkg}-*.whl"))
+            if not found:
                 raise InstallError(f"No {pkg} wheel in {src}.")
+            wheels.append(found[-1])
         for whl in wheels:
             with zipfile.ZipFile(whl) as z:
                 for info in z.infolist():
@@ -462,10 +492,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gimp-python", help="command that runs GIMP's Python (default: from GIMP's pygimp.interp)")
     p.add_argument("--endpoint", help="daemon endpoint to record (default: the daemon's default)")
     p.add_argument("--dfi", help="command that runs the dfi CLI, for auto-start (default: this venv's dfi)")
-    p.add_argument("--daemon-args", default="", help="extra options for the auto-started daemon, e.g. "
+    p.add_argument("--daemon-args", help="extra options for the auto-started daemon, e.g. "
                    "'--device cuda --database PATH'")
-    p.add_argument("--no-autostart", dest="autostart", action="store_false",
-                   help="never start the daemon from GIMP; report that it is down instead")
+    p.add_argument("--autostart", action=argparse.BooleanOptionalAction, default=None,
+                   help="start the daemon from GIMP when it is not running (default: on, or as installed before)")
     p.add_argument("--vendor", choices=("auto", "always", "never"), default="auto",
                    help="vendor pyzmq/msgpack wheels into the plug-in folder (auto: only when GIMP's Python lacks "
                         "them and the distro's packages cannot be installed)")

@@ -60,7 +60,8 @@ ALIGNMENT: dict[str, str] = {"auto": "Automatic (on with a face database)", "on"
 COLOR: dict[str, str] = {"channel": "Per channel", "global": "Global (as the paper)", "none": "None"}
 assert set(COLOR) == set(P.COLOR_MODES)
 
-CONTEXT_MARGIN = 0.25  # context around the selection's bounding box sent to the daemon, per side
+CONTEXT_MARGIN = 0.25  # context around the selection's bounding box sent to the daemon, per side ...
+CONTEXT_MAX_PX = 64  # ... but no more than this (a big selection already holds its context)
 
 
 class PluginError(Exception):
@@ -83,6 +84,7 @@ class Settings:
     daemon_args: list[str] = field(default_factory=list)  # extra 'dfi daemon start' options (--device, ...)
     autostart: bool = True
     timeout_s: float = 60.0  # daemon silent this long while a job runs = dead
+    stall_timeout_s: float = 1800.0  # a job without progress this long (wedged worker) is cancelled
     connect_timeout_s: float = 3.0
     start_timeout_s: float = 300.0  # first start loads VGG-19 (and may download it)
 
@@ -178,7 +180,7 @@ def crop_box(layer_w: int, layer_h: int, sel: tuple[int, int, int, int] | None,
                           "Select a region on this layer, or pick the layer under the selection.")
 
     def grow(a: int, b: int, size: int) -> tuple[int, int]:
-        pad = round((b - a) * margin)
+        pad = min(round((b - a) * margin), CONTEXT_MAX_PX)
         a, b = max(a - pad, 0), min(b + pad, size)
         short = min_side - (b - a)
         if short > 0:  # widen to the minimum, shifting inside the layer
@@ -189,6 +191,19 @@ def crop_box(layer_w: int, layer_h: int, sel: tuple[int, int, int, int] | None,
     x1, x2 = grow(x1, x2, layer_w)
     y1, y2 = grow(y1, y2, layer_h)
     return x1, y1, x2 - x1, y2 - y1
+
+
+BINARY = bytes([0] + [255] * 255)  # bytes.translate table: any selection > 0 becomes fully selected
+
+
+def changed_region(region: bytes, sent: bytes, result: bytes) -> bytes:
+    """``region`` (L8) restricted to the pixels whose RGBA8 value the edit changed."""
+    from array import array
+
+    a, b = array("I"), array("I")
+    a.frombytes(sent)
+    b.frombytes(result)
+    return bytes(r if x != y else 0 for r, x, y in zip(region, a, b))
 
 
 # ---------------------------------------------------------------------------- the daemon
@@ -271,17 +286,23 @@ def attributes(client: Client) -> list[dict[str, Any]]:
 Progress = Callable[[float, str], None]
 
 
-def run_job(client: Client, msg: dict[str, Any], progress: Progress) -> dict[str, Any]:
-    """Send an edit/inpaint and stream the daemon's progress events to ``progress``."""
+def run_job(client: Client, msg: dict[str, Any], progress: Progress, marks: dict[str, float] | None = None,
+            stall_timeout: float | None = Settings.stall_timeout_s) -> dict[str, Any]:
+    """Send an edit/inpaint and stream the daemon's progress events to ``progress``.
+
+    ``marks`` gets the wall-clock time each stage was first seen (for timing reports).
+    """
 
     def on_event(reply: dict[str, Any]) -> None:
         kind = reply.get("type")
+        if marks is not None and kind == "progress":
+            marks.setdefault(f"stage_{reply.get('stage')}", time.time())
         if kind == "accepted" and reply.get("position"):
             progress(0.0, f"DFI: waiting for {reply['position']} job(s) ahead")
         elif kind == "progress":
             message = reply.get("message") or reply.get("stage", "")
             progress(float(reply.get("fraction", 0.0)), f"DFI: {message}")
 
-    result = client.run_job(msg, on_event)
+    result = client.run_job(msg, on_event, stall_timeout=stall_timeout)
     progress(1.0, "DFI: done")
     return result

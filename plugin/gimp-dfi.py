@@ -8,9 +8,13 @@ lives in ``dfi_bridge``; the wire protocol is the daemon's own (``dfi_wire``).
 Installed by ``install/gimp_plugin.py``.
 """
 
+import json
 import os
 import sys
+import time
 import traceback
+
+MARKS = {"module": time.time()}  # wall-clock phase marks, printed when DFI_PLUGIN_TIMING is set
 
 HERE = os.path.dirname(os.path.realpath(__file__))
 for _p in (os.path.join(HERE, "vendor"), HERE):  # vendored pyzmq/msgpack (if any), then our modules
@@ -80,28 +84,35 @@ class DFIPlugIn(Gimp.PlugIn):
     # ------------------------------------------------------------------ run
     def run(self, procedure, run_mode, image, drawables, config, run_data):
         item = B.MENU_BY_PROC[procedure.get_name()]
+        MARKS["run"] = time.time()
         try:
             return self._run(procedure, item, run_mode, image, drawables, config)
         except Exception as e:  # every failure becomes an error status with a message, never SUCCESS
             if not isinstance(e, (B.PluginError, B.DaemonError)):
                 traceback.print_exc()
             return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(B.describe(e)))
+        finally:
+            if os.environ.get("DFI_PLUGIN_TIMING"):
+                sys.stderr.write(f"[gimp-dfi] timing {json.dumps(MARKS)}\n")
 
     def _run(self, procedure, item, run_mode, image, drawables, config):
         if len(drawables) != 1:
             raise B.PluginError(f"{len(drawables)} layers are selected.", "Select exactly one layer.")
         drawable = drawables[0]
+        if isinstance(drawable, Gimp.LayerMask):  # right after adding a mask, the mask is the active drawable
+            drawable = Gimp.Layer.from_mask(drawable)
         if not isinstance(drawable, Gimp.Layer) or isinstance(drawable, Gimp.GroupLayer):
             raise B.PluginError("The active drawable is not a pixel layer.",
-                                "Select a normal layer (not a group, mask or channel).")
+                                "Select a normal layer (not a group or channel).")
         settings = B.Settings.load()
         interactive = run_mode == Gimp.RunMode.INTERACTIVE
         Gimp.progress_init(f"DFI: {B.layer_noun(item.label)}")
         client = B.connect(settings, Gimp.progress_set_text, Gimp.progress_pulse)
+        MARKS["connected"] = time.time()
         try:
             if interactive and not self._dialog(procedure, item, config, client):
                 return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
-            self._apply(item, image, drawable, config, client, interactive)
+            self._apply(item, image, drawable, config, client, settings, interactive)
         finally:
             client.close()
         Gimp.displays_flush()
@@ -140,7 +151,7 @@ class DFIPlugIn(Gimp.PlugIn):
         return ok
 
     # ------------------------------------------------------------------ the edit
-    def _apply(self, item, image, drawable, config, client, interactive):
+    def _apply(self, item, image, drawable, config, client, settings, interactive):
         width, height = drawable.get_width(), drawable.get_height()
         _, ox, oy = drawable.get_offsets()
         _, has_selection, x1, y1, x2, y2 = Gimp.Selection.bounds(image)
@@ -157,12 +168,14 @@ class DFIPlugIn(Gimp.PlugIn):
         rect = Gegl.Rectangle.new(cx, cy, cw, ch)
         pixels = bytes(drawable.get_buffer().get(rect, 1.0, RGBA, Gegl.AbyssPolicy.CLAMP))
         photo = P.image_map(pixels, cw, ch, "RGBA8")
-        mask = None
+        mask, region = None, b"\xff" * (cw * ch)
         if has_selection:
             sel_rect = Gegl.Rectangle.new(ox + cx, oy + cy, cw, ch)
-            sel_bytes = bytes(image.get_selection().get_buffer().get(sel_rect, 1.0, MASK, Gegl.AbyssPolicy.NONE))
-            mask = P.image_map(sel_bytes, cw, ch, "L8")
+            region = bytes(image.get_selection().get_buffer().get(sel_rect, 1.0, MASK, Gegl.AbyssPolicy.NONE))
+            # The daemon edits the whole selected area; GIMP applies a soft selection's weights once, on merge.
+            mask = P.image_map(region.translate(B.BINARY), cw, ch, "L8")
 
+        MARKS["read"] = time.time()
         options = B.edit_options(config.get_property("quality"), config.get_property("iterations"),
                                  config.get_property("color"), config.get_property("alignment"))
         if item.inpaint:
@@ -185,24 +198,32 @@ class DFIPlugIn(Gimp.PlugIn):
             Gimp.progress_set_text(text)
             Gimp.progress_update(min(max(fraction, 0.0), 1.0))
 
-        result = B.run_job(client, msg, progress)
+        MARKS["sent"] = time.time()
+        result = B.run_job(client, msg, progress, MARKS, settings.stall_timeout_s)
+        MARKS["result"], MARKS["engine_s"] = time.time(), result.get("seconds")
         images = result.get("images", [])
         if len(images) != len(strengths):
             raise B.PluginError(f"The daemon returned {len(images)} images for {len(strengths)} strengths.",
                                 "This is a bug; please report it with 'dfi daemon logs'.")
         for im in images:
-            if (im.get("width"), im.get("height"), im.get("format")) != (cw, ch, "RGBA8"):
+            if (im.get("width"), im.get("height"), im.get("format"), len(im.get("data", b""))) != \
+                    (cw, ch, "RGBA8", cw * ch * 4):
                 raise B.PluginError("The daemon returned an image of the wrong size or format.",
                                     "This is a bug; please report it with 'dfi daemon logs'.")
+        # Above 8 bits, apply only the pixels the edit changed: the rest keeps the source's full precision.
+        exact = not image.get_precision().value_nick.startswith("u8")
 
         # One undo group for all new layers, each above the previous one; the source layer is only read.
-        image.undo_group_start()
+        if not image.undo_group_start():
+            raise B.PluginError("GIMP refused to start an undo group.", "Is the image still open?")
         try:
             below = drawable
             for s, im in zip(strengths, images):
-                below = self._insert(image, drawable, below, im["data"], rect, B.layer_name(noun, s))
+                where = B.changed_region(region, pixels, im["data"]) if exact else region
+                below = self._insert(image, drawable, below, im["data"], rect, where, B.layer_name(noun, s))
         finally:
             image.undo_group_end()
+        MARKS["inserted"] = time.time()
         notes = result.get("notes") or []
         if notes:
             sys.stderr.write("[gimp-dfi] " + "\n[gimp-dfi] ".join(notes) + "\n")
@@ -210,20 +231,43 @@ class DFIPlugIn(Gimp.PlugIn):
                 Gimp.message("DFI: " + "\n".join(notes))
 
     @staticmethod
-    def _insert(image, source, below, data, rect, name):
-        """A copy of the source directly above ``below``, with the result merged in through the selection.
+    def _insert(image, source, below, data, rect, region, name):
+        """A copy of the source directly above ``below``, with the result merged in through ``region``.
 
-        merge_shadow applies the new pixels only where the selection is (at the layer's
-        own precision), so every pixel outside it stays exactly the source's.
+        The region (the selection as it was sent) becomes the selection only for the
+        merge, so a selection the user changed meanwhile is restored. merge_shadow applies
+        the new pixels only there, at the layer's own precision: every pixel outside
+        stays exactly the source's.
         """
+
+        def check(ok, what):
+            if not ok:
+                raise B.PluginError(f"GIMP refused to {what}.", "Is the layer or its group locked? Unlock it "
+                                    "(Layers dialog) and run the edit again.")
+
         layer = source.copy()
         layer.set_name(name)
-        image.insert_layer(layer, source.get_parent(), image.get_item_position(below))
-        shadow = layer.get_shadow_buffer()
-        shadow.set(rect, RGBA, data)
-        shadow.flush()
-        layer.merge_shadow(True)
-        layer.update(rect.x, rect.y, rect.width, rect.height)
+        layer.set_lock_content(False)
+        check(image.insert_layer(layer, source.get_parent(), image.get_item_position(below)),
+              "insert the new layer")
+        _, ox, oy = layer.get_offsets()
+        channel = Gimp.Channel.new(image, "DFI region", image.get_width(), image.get_height(), 100.0,
+                                   Gegl.Color.new("black"))
+        check(image.insert_channel(channel, None, 0), "add a temporary channel")
+        current = Gimp.Selection.save(image)
+        try:
+            channel.get_buffer().set(Gegl.Rectangle.new(ox + rect.x, oy + rect.y, rect.width, rect.height),
+                                     MASK, region)
+            check(image.select_item(Gimp.ChannelOps.REPLACE, channel), "select the edited region")
+            shadow = layer.get_shadow_buffer()
+            shadow.set(rect, RGBA, data)
+            shadow.flush()
+            check(layer.merge_shadow(True), "write the result into the new layer")
+            layer.update(rect.x, rect.y, rect.width, rect.height)
+        finally:
+            image.select_item(Gimp.ChannelOps.REPLACE, current)
+            image.remove_channel(current)
+            image.remove_channel(channel)
         return layer
 
 

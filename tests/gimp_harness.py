@@ -48,7 +48,7 @@ class Layer:
     name: str
     position: int
     offsets: tuple[int, int]
-    pixels: np.ndarray  # H×W×4 uint8, R'G'B'A
+    pixels: np.ndarray  # H×W×4 R'G'B'A, uint8 unless the dump asked for another format
 
 
 @dataclass
@@ -70,7 +70,8 @@ class Run:
         out = []
         for entry in self.step("dump", nth)["layers"]:
             w, h = entry["size"]
-            px = np.fromfile(self.out / entry["pixels"], np.uint8).reshape(h, w, 4)
+            dtype = {"u8": np.uint8, "u16": np.uint16, "float": np.float32}[entry.get("dtype", "u8")]
+            px = np.fromfile(self.out / entry["pixels"], dtype).reshape(h, w, 4)
             out.append(Layer(entry["name"], entry["position"], tuple(entry["offsets"]), px))
         return out
 

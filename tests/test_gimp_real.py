@@ -97,6 +97,12 @@ def headless(gimp):
         {"op": "select"},
         {"op": "call", "proc": "plug-in-dfi-fill", "args": {"iterations": ITERATIONS}},
         {"op": "dump"},
+        # a 16-bit image: the new layer keeps every unchanged pixel at full precision
+        {"op": "load", "path": gimp.photo, "offsets": list(OFFSET), "canvas": list(CANVAS),
+         "precision": "U16_NON_LINEAR"},
+        {"op": "select", "rect": list(EDIT_RECT)},
+        {"op": "call", "proc": "plug-in-dfi-facial-hair", "args": {"strengths": "1", "iterations": ITERATIONS}},
+        {"op": "dump", "format": "R'G'B'A u16"},
     ])
 
 
@@ -149,6 +155,17 @@ def test_bad_arguments_are_execution_errors(headless):
     assert no_selection["status"] == "execution-error"
     assert "needs a selection" in no_selection["message"]
     assert len(headless.layers(2)) == 4, "a refused call added a layer"
+
+
+def test_high_bit_depth_keeps_full_precision_outside_the_edit(headless):
+    call = headless.step("call", 4)
+    assert call["status"] == "success", call["message"]
+    new, source = headless.layers(3)
+    assert new.name == "DFI facial hair 1" and source.pixels.dtype == np.uint16
+    assert np.array_equal(source.pixels[..., :3] // 257, photo()), "the 16-bit source was modified"
+    inside = rect_mask(EDIT_RECT, source.pixels.shape[:2])
+    assert np.array_equal(new.pixels[~inside], source.pixels[~inside])
+    assert np.any(new.pixels[inside] != source.pixels[inside], axis=-1).mean() > 0.5
 
 
 def test_daemon_down_without_autostart_is_an_execution_error(gimp, tmp_path):

@@ -56,6 +56,7 @@ def test_crop_box_adds_context_and_stays_inside_the_layer(bridge):
     assert bridge.crop_box(400, 300, None) == (0, 0, 400, 300)
     assert bridge.crop_box(400, 300, (100, 100, 200, 180)) == (75, 80, 150, 120)  # 25 % of each side added
     assert bridge.crop_box(400, 300, (-50, -50, 40, 40)) == (0, 0, 50, 50)  # clipped to the layer
+    assert bridge.crop_box(1000, 1000, (200, 200, 800, 700)) == (136, 136, 728, 628)  # context capped at 64 px
     x, y, w, h = bridge.crop_box(400, 300, (390, 295, 400, 300))  # tiny selection in a corner
     assert (w, h) == (32, 32) and x + w == 400 and y + h == 300
     with pytest.raises(bridge.PluginError, match="does not overlap"):
@@ -151,3 +152,43 @@ def test_progress_events_reach_the_callback(bridge, tmp_path):
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(seen) >= 3
     assert any("iteration" in text for _, text in seen), seen
+
+
+def test_a_wedged_job_is_cancelled_after_the_stall_timeout(bridge):
+    """A daemon that answers heartbeats but never progresses (a fake: the real one cannot be wedged on purpose)."""
+    import threading
+
+    import zmq
+
+    ctx = zmq.Context.instance()
+    router = ctx.socket(zmq.ROUTER)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    cancelled = []
+
+    def serve():
+        while router.poll(5000):
+            peer, frame = router.recv_multipart()
+            msg = bridge.P.unpack(frame)
+            if msg["op"] == "edit":
+                reply = bridge.P.reply("accepted", msg["id"], job="job-1", position=0, heartbeat_interval_s=0.2)
+            elif msg["op"] == "heartbeat":
+                reply = bridge.P.reply("heartbeat", msg["id"], jobs={"job-1": "running"})
+            else:
+                cancelled.append(msg.get("job"))
+                return
+            router.send_multipart([peer, bridge.P.pack(reply)])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    client = bridge.Client(f"tcp://127.0.0.1:{port}", timeout=5.0)
+    try:
+        msg = bridge.P.edit_request(bridge.P.image_map(b"\0" * 32 * 32 * 3, 32, 32, "RGB8"), "facehair", [1.0])
+        t0 = time.monotonic()
+        with pytest.raises(bridge.DaemonError, match="made no progress") as e:
+            bridge.run_job(client, msg, lambda f, t: None, stall_timeout=1.5)
+        assert e.value.code == "stalled" and 1.5 <= time.monotonic() - t0 < 5
+        thread.join(5)
+        assert cancelled == ["job-1"], "the stalled job was not cancelled on the daemon"
+    finally:
+        client.close()
+        router.close(linger=0)

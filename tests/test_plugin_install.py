@@ -58,7 +58,8 @@ def test_install_writes_an_executable_plugin_and_checks_it(profile):
 
 
 def test_reinstall_upgrades_in_place_and_uninstall_removes_only_its_files(profile):
-    install(profile, "--endpoint", "tcp://127.0.0.1:5557", "--no-autostart")
+    install(profile, "--endpoint", "tcp://127.0.0.1:5557", "--no-autostart", "--dfi", "/x/dfi",
+            "--daemon-args", "--device cpu")
     folder = profile / "plug-ins" / "gimp-dfi"
     first = installed(profile)
     # an older version's file (listed in its manifest) and a file of the user's own
@@ -73,7 +74,10 @@ def test_reinstall_upgrades_in_place_and_uninstall_removes_only_its_files(profil
     assert "upgraded" in res.stdout and "removed 1 stale" in res.stdout
     assert not (folder / "old_module.py").exists()
     assert plugin.stat().st_mtime > 1, "GIMP re-queries a plug-in only when its mtime changes"
-    assert json.loads((folder / "gimp-dfi.json").read_text())["endpoint"] == "tcp://127.0.0.1:5558"
+    config = json.loads((folder / "gimp-dfi.json").read_text())
+    assert config["endpoint"] == "tcp://127.0.0.1:5558"
+    # what the upgrade did not mention stays as installed before
+    assert (config["autostart"], config["dfi"], config["daemon_args"]) == (False, ["/x/dfi"], ["--device", "cpu"])
     assert installed(profile) == first | {"my-notes.txt"}
 
     (folder / "__pycache__").mkdir()  # GIMP's Python writes bytecode when it imports the plug-in
@@ -89,6 +93,16 @@ def test_reinstall_upgrades_in_place_and_uninstall_removes_only_its_files(profil
     res = subprocess.run([sys.executable, str(REPO / "install" / "gimp_plugin.py"), "--profile", str(profile),
                           "--target", "linux", "--uninstall"], capture_output=True, text=True)
     assert res.returncode == 0 and "nothing to remove" in res.stdout
+
+
+def test_a_root_gets_a_loopback_endpoint_and_no_host_dfi(tmp_path):
+    root = tmp_path / "root"
+    (root / "usr" / "bin").mkdir(parents=True)
+    install(tmp_path / "unused", "--root", str(root), "--profile", "/home/u/.config/GIMP/3.0", "--no-verify",
+            "--vendor", "never")
+    config = json.loads((root / "home/u/.config/GIMP/3.0/plug-ins/gimp-dfi/gimp-dfi.json").read_text())
+    assert config["endpoint"].startswith("tcp://127.0.0.1:")
+    assert (config["dfi"], config["autostart"]) == ([], False)
 
 
 def test_a_python_without_pyzmq_fails_verification_with_the_reason(profile):

@@ -15,19 +15,19 @@ state = {"image": None, "dumps": 0}
 results = []
 
 
-def dump_layers(image):
+def dump_layers(image, fmt=RGBA):
     """Every layer's name, offsets, size and stack position, with its pixels written to a raw file."""
     layers = []
     for pos, layer in enumerate(image.get_layers()):
         w, h = layer.get_width(), layer.get_height()
         _, ox, oy = layer.get_offsets()
-        raw = layer.get_buffer().get(Gegl.Rectangle.new(0, 0, w, h), 1.0, RGBA, Gegl.AbyssPolicy.NONE)
+        raw = layer.get_buffer().get(Gegl.Rectangle.new(0, 0, w, h), 1.0, fmt, Gegl.AbyssPolicy.NONE)
         state["dumps"] += 1
         name = f"dump{state['dumps']}.rgba"
         with open(os.path.join(OUT, name), "wb") as f:
             f.write(bytes(raw))
         layers.append({"name": layer.get_name(), "position": pos, "offsets": [ox, oy], "size": [w, h],
-                       "visible": layer.get_visible(), "pixels": name})
+                       "visible": layer.get_visible(), "pixels": name, "dtype": fmt.split()[-1]})
     return layers
 
 
@@ -38,6 +38,8 @@ def step_load(s):
         layer.set_offsets(*s["offsets"])
     if s.get("canvas"):
         image.resize(*s["canvas"], 0, 0)
+    if s.get("precision"):
+        image.convert_precision(getattr(Gimp.Precision, s["precision"]))
     image.set_selected_layers([layer])
     state["image"] = image
     return {"layers": len(image.get_layers())}
@@ -83,17 +85,17 @@ def step_call(s):
     config.set_core_object_array("drawables", image.get_selected_drawables())
     for key, value in s.get("args", {}).items():
         config.set_property(key, value)
-    t0 = time.monotonic()
+    t0, wall = time.monotonic(), time.time()
     result = proc.run(config)
     seconds = time.monotonic() - t0
     status = result.index(0)
     message = result.index(1) if result.length() > 1 else None
     return {"status": status.value_nick, "message": message if isinstance(message, str) else None,
-            "seconds": seconds}
+            "seconds": seconds, "wall_start": wall}
 
 
 def step_dump(s):
-    return {"layers": dump_layers(state["image"])}
+    return {"layers": dump_layers(state["image"], s.get("format", RGBA))}
 
 
 def step_display(s):
