@@ -125,6 +125,8 @@ class DFIPlugIn(Gimp.PlugIn):
 
         GimpUi.init("gimp-dfi")
         attrs = B.attributes(client)
+        if item.attribute is None and attrs and config.get_property("attribute") not in {a["name"] for a in attrs}:
+            config.set_property("attribute", attrs[0]["name"])
         if not item.inpaint and not config.get_property("strengths"):
             name = item.attribute or config.get_property("attribute")
             default = next((a.get("default_strength") for a in attrs if a["name"] == name), None)
@@ -183,12 +185,12 @@ class DFIPlugIn(Gimp.PlugIn):
             msg = P.inpaint_request(photo, mask, strength, **options)
             noun, strengths = B.layer_noun(item.label), [None]
         else:
-            attribute = item.attribute or config.get_property("attribute").strip()
+            attribute = item.attribute or (config.get_property("attribute") or "").strip()
             known = {a["name"]: a for a in B.attributes(client)}
             if attribute not in known:
                 raise B.PluginError(f"The DFI daemon does not define the attribute {attribute!r}.",
                                     f"Defined: {', '.join(known) or 'none (start it with a face database)'}.")
-            strengths = B.parse_strengths(config.get_property("strengths"))
+            strengths = B.parse_strengths(config.get_property("strengths") or "")  # GIMP may give None for ""
             if strengths is None:
                 strengths = [known[attribute].get("default_strength", 1.0)]
             msg = P.edit_request(photo, attribute, strengths, mask, **options)

@@ -104,7 +104,7 @@ class Gimp:
 
     def run(self, steps: list[dict], env: dict[str, str] | None = None, gui: bool = False,
             during=None, timeout: float = GIMP_TIMEOUT) -> Run:
-        """Run GIMP on a plan; ``during(display)`` runs on the host meanwhile (GUI runs only)."""
+        """Run GIMP on a plan; ``during(display, out)`` runs on the host meanwhile."""
         self.runs += 1
         out_inner = f"{self.inner}/run{self.runs}"
         out = self.host(out_inner)
@@ -127,7 +127,7 @@ class Gimp:
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             try:
                 if during is not None:
-                    during(env["DISPLAY"], out)
+                    during(env.get("DISPLAY"), out)
                 output, _ = proc.communicate(timeout=timeout)
             except BaseException:
                 proc.kill()

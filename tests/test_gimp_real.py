@@ -94,6 +94,7 @@ def headless(gimp):
         {"op": "call", "proc": "plug-in-dfi-fill", "args": {"iterations": ITERATIONS}},
         {"op": "dump"},
         {"op": "call", "proc": "plug-in-dfi-facial-hair", "args": {"strengths": "0.5, lots"}},
+        {"op": "call", "proc": "plug-in-dfi-attribute", "args": {"attribute": "no-such-edit"}},
         {"op": "select"},
         {"op": "call", "proc": "plug-in-dfi-fill", "args": {"iterations": ITERATIONS}},
         {"op": "dump"},
@@ -151,14 +152,17 @@ def test_bad_arguments_are_execution_errors(headless):
     bad = headless.step("call", 2)
     assert bad["status"] == "execution-error"
     assert "'lots' is not a number" in bad["message"]
-    no_selection = headless.step("call", 3)
+    unknown = headless.step("call", 3)
+    assert unknown["status"] == "execution-error"
+    assert "does not define the attribute 'no-such-edit'" in unknown["message"] and "facehair" in unknown["message"]
+    no_selection = headless.step("call", 4)
     assert no_selection["status"] == "execution-error"
     assert "needs a selection" in no_selection["message"]
     assert len(headless.layers(2)) == 4, "a refused call added a layer"
 
 
 def test_high_bit_depth_keeps_full_precision_outside_the_edit(headless):
-    call = headless.step("call", 4)
+    call = headless.step("call", 5)
     assert call["status"] == "success", call["message"]
     new, source = headless.layers(3)
     assert new.name == "DFI facial hair 1" and source.pixels.dtype == np.uint16
@@ -204,3 +208,38 @@ def test_dialog_then_undo_in_the_gui(gimp):
     assert undo["selection_after"] == [True, x, y, x + w, y + h], "undo went past the edit"
     (source,) = run.layers(1)
     assert np.array_equal(source.pixels[..., :3], photo())
+
+
+def test_killing_the_plugin_makes_the_daemon_drop_the_job(gimp):
+    """GIMP cancels a plug-in by killing it: the daemon must notice (heartbeats stop) and free itself."""
+    import os
+    import signal
+    import time
+
+    seen = {}
+
+    def kill_when_running(display, out):
+        with gimp.daemon.client() as c:
+            end = time.monotonic() + 120
+            while c.status()["queue"]["running"] is None:
+                if (out / "result.json").exists():
+                    return  # the call ended before its job ran: the assertions below say how
+                assert time.monotonic() < end, "the job never started"
+                time.sleep(0.2)
+            pids = subprocess.run(["pgrep", "-f", f"{gimp.profile}/plug-ins/gimp-dfi/gimp-dfi.py"],
+                                  capture_output=True, text=True).stdout.split()
+            assert len(pids) == 1, pids
+            os.kill(int(pids[0]), signal.SIGKILL)
+            t0 = time.monotonic()
+            while c.status()["queue"]["running"] is not None:
+                assert time.monotonic() - t0 < 20, "the daemon kept running the job of a killed plug-in"
+                time.sleep(0.2)
+            seen["dropped_after_s"] = time.monotonic() - t0
+
+    run = gimp.run([*load_steps(gimp), {"op": "select", "rect": list(EDIT_RECT)},
+                    {"op": "call", "proc": "plug-in-dfi-facial-hair", "args": {"iterations": 5000}}],
+                   during=kill_when_running)
+    call = run.step("call")
+    assert "dropped_after_s" in seen, f"the job never ran: {call}"
+    assert call["status"] != "success"
+    assert seen["dropped_after_s"] < 15
