@@ -8,6 +8,7 @@ lives in ``dfi_bridge``; the wire protocol is the daemon's own (``dfi_wire``).
 Installed by ``install/gimp_plugin.py``.
 """
 
+import contextlib
 import json
 import os
 import sys
@@ -110,21 +111,21 @@ class DFIPlugIn(Gimp.PlugIn):
         client = B.connect(settings, Gimp.progress_set_text, Gimp.progress_pulse)
         MARKS["connected"] = time.time()
         try:
-            if interactive and not self._dialog(procedure, item, config, client):
+            attrs = [] if item.inpaint else B.attributes(client)
+            if interactive and not self._dialog(procedure, item, config, attrs):
                 return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
-            self._apply(item, image, drawable, config, client, settings, interactive)
+            self._apply(item, image, drawable, config, client, settings, attrs, interactive)
         finally:
             client.close()
         Gimp.displays_flush()
         return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, None)
 
     # ------------------------------------------------------------------ dialog
-    def _dialog(self, procedure, item, config, client):
+    def _dialog(self, procedure, item, config, attrs):
         gi.require_version("GimpUi", "3.0")
         from gi.repository import GimpUi, Gtk
 
         GimpUi.init("gimp-dfi")
-        attrs = B.attributes(client)
         if item.attribute is None and attrs and config.get_property("attribute") not in {a["name"] for a in attrs}:
             config.set_property("attribute", attrs[0]["name"])
         if not item.inpaint and not config.get_property("strengths"):
@@ -153,7 +154,7 @@ class DFIPlugIn(Gimp.PlugIn):
         return ok
 
     # ------------------------------------------------------------------ the edit
-    def _apply(self, item, image, drawable, config, client, settings, interactive):
+    def _apply(self, item, image, drawable, config, client, settings, attrs, interactive):
         width, height = drawable.get_width(), drawable.get_height()
         _, ox, oy = drawable.get_offsets()
         _, has_selection, x1, y1, x2, y2 = Gimp.Selection.bounds(image)
@@ -186,7 +187,7 @@ class DFIPlugIn(Gimp.PlugIn):
             noun, strengths = B.layer_noun(item.label), [None]
         else:
             attribute = item.attribute or (config.get_property("attribute") or "").strip()
-            known = {a["name"]: a for a in B.attributes(client)}
+            known = {a["name"]: a for a in attrs}
             if attribute not in known:
                 raise B.PluginError(f"The DFI daemon does not define the attribute {attribute!r}.",
                                     f"Defined: {', '.join(known) or 'none (start it with a face database)'}.")
@@ -219,10 +220,12 @@ class DFIPlugIn(Gimp.PlugIn):
         if not image.undo_group_start():
             raise B.PluginError("GIMP refused to start an undo group.", "Is the image still open?")
         try:
-            below = drawable
-            for s, im in zip(strengths, images):
-                where = B.changed_region(region, pixels, im["data"]) if exact else region
-                below = self._insert(image, drawable, below, im["data"], rect, where, B.layer_name(noun, s))
+            with _merge_selection(image) as channel:
+                below = drawable
+                for s, im in zip(strengths, images):
+                    where = B.changed_region(region, pixels, im["data"]) if exact else region
+                    below = self._insert(image, drawable, below, im["data"], rect, channel, where,
+                                         B.layer_name(noun, s))
         finally:
             image.undo_group_end()
         MARKS["inserted"] = time.time()
@@ -233,44 +236,47 @@ class DFIPlugIn(Gimp.PlugIn):
                 Gimp.message("DFI: " + "\n".join(notes))
 
     @staticmethod
-    def _insert(image, source, below, data, rect, region, name):
+    def _insert(image, source, below, data, rect, channel, region, name):
         """A copy of the source directly above ``below``, with the result merged in through ``region``.
 
-        The region (the selection as it was sent) becomes the selection only for the
-        merge, so a selection the user changed meanwhile is restored. merge_shadow applies
-        the new pixels only there, at the layer's own precision: every pixel outside
-        stays exactly the source's.
+        The region (the selection as it was sent, in ``channel``) is the selection only
+        for the merge. merge_shadow applies the new pixels only there, at the layer's own
+        precision: every pixel outside stays exactly the source's.
         """
-
-        def check(ok, what):
-            if not ok:
-                raise B.PluginError(f"GIMP refused to {what}.", "Is the layer or its group locked? Unlock it "
-                                    "(Layers dialog) and run the edit again.")
-
         layer = source.copy()
         layer.set_name(name)
         layer.set_lock_content(False)
-        check(image.insert_layer(layer, source.get_parent(), image.get_item_position(below)),
-              "insert the new layer")
+        _check(image.insert_layer(layer, source.get_parent(), image.get_item_position(below)), "insert the new layer")
         _, ox, oy = layer.get_offsets()
-        channel = Gimp.Channel.new(image, "DFI region", image.get_width(), image.get_height(), 100.0,
-                                   Gegl.Color.new("black"))
-        check(image.insert_channel(channel, None, 0), "add a temporary channel")
-        current = Gimp.Selection.save(image)
-        try:
-            channel.get_buffer().set(Gegl.Rectangle.new(ox + rect.x, oy + rect.y, rect.width, rect.height),
-                                     MASK, region)
-            check(image.select_item(Gimp.ChannelOps.REPLACE, channel), "select the edited region")
-            shadow = layer.get_shadow_buffer()
-            shadow.set(rect, RGBA, data)
-            shadow.flush()
-            check(layer.merge_shadow(True), "write the result into the new layer")
-            layer.update(rect.x, rect.y, rect.width, rect.height)
-        finally:
-            image.select_item(Gimp.ChannelOps.REPLACE, current)
-            image.remove_channel(current)
-            image.remove_channel(channel)
+        channel.get_buffer().set(Gegl.Rectangle.new(ox + rect.x, oy + rect.y, rect.width, rect.height), MASK, region)
+        _check(image.select_item(Gimp.ChannelOps.REPLACE, channel), "select the edited region")
+        shadow = layer.get_shadow_buffer()
+        shadow.set(rect, RGBA, data)
+        shadow.flush()
+        _check(layer.merge_shadow(True), "write the result into the new layer")
+        layer.update(rect.x, rect.y, rect.width, rect.height)
         return layer
+
+
+def _check(ok, what):
+    if not ok:
+        raise B.PluginError(f"GIMP refused to {what}.", "Is the layer or its group locked? Unlock it "
+                            "(Layers dialog) and run the edit again.")
+
+
+@contextlib.contextmanager
+def _merge_selection(image):
+    """A temporary channel to merge through; the user's selection (changed meanwhile or not) is restored."""
+    channel = Gimp.Channel.new(image, "DFI region", image.get_width(), image.get_height(), 100.0,
+                               Gegl.Color.new("black"))
+    _check(image.insert_channel(channel, None, 0), "add a temporary channel")
+    current = Gimp.Selection.save(image)
+    try:
+        yield channel
+    finally:
+        image.select_item(Gimp.ChannelOps.REPLACE, current)
+        image.remove_channel(current)
+        image.remove_channel(channel)
 
 
 Gimp.main(DFIPlugIn.__gtype__, sys.argv)

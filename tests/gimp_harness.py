@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -89,6 +90,14 @@ class Gimp:
         shutil.copy(HERE / "batch.py", self.work / "batch.py")
         self.runs = 0
 
+    def install(self, endpoint: str) -> str:
+        """Install the plug-in into this session's profile with the project's installer; returns its report."""
+        res = subprocess.run([sys.executable, str(REPO / "install" / "gimp_plugin.py"), "--root", str(self.root),
+                              "--profile", self.profile, "--endpoint", endpoint, "--no-autostart"],
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stdout + res.stderr
+        return res.stdout
+
     def host(self, inner: str) -> Path:
         return self.root / inner.lstrip("/")
 
@@ -162,6 +171,12 @@ class Gimp:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.work, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_file(path: Path, timeout: float = 120) -> None:

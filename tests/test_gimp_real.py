@@ -9,15 +9,12 @@ built (no root privileges, no Debian mirror).
 from __future__ import annotations
 
 import io
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from dfi_daemon.testing import DaemonProcess
-from gimp_harness import REPO, Gimp, build_root, wait_file
+from gimp_harness import Gimp, build_root, free_port, wait_file
 from PIL import Image
 
 PROCS = {
@@ -33,12 +30,6 @@ CANVAS = (300, 280)
 EDIT_RECT = (84, 76, 128, 128)  # image coordinates: the face
 FILL_RECT = (110, 150, 64, 40)
 ITERATIONS = 3  # random weights: the path is what is tested, not the look
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def photo() -> np.ndarray:
@@ -63,11 +54,8 @@ def gimp(tmp_path_factory):
     g = Gimp(root, "pytest")
     daemon = DaemonProcess(tmp_path_factory.mktemp("gimp-daemon"), endpoint=f"tcp://127.0.0.1:{free_port()}",
                            threads=2).start()
-    res = subprocess.run([sys.executable, str(REPO / "install" / "gimp_plugin.py"), "--root", str(root),
-                          "--profile", g.profile, "--endpoint", daemon.endpoint, "--no-autostart"],
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "verified with GIMP's Python" in res.stdout, res.stdout
+    report = g.install(daemon.endpoint)
+    assert "verified with GIMP's Python" in report, report
     buf = io.BytesIO()
     Image.fromarray(photo()).save(buf, "PNG")
     g.photo = g.put("astronaut.png", buf.getvalue())

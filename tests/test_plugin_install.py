@@ -29,6 +29,13 @@ def install(profile: Path, *extra: str, python: str = sys.executable, check: boo
     return res
 
 
+def uninstall(profile: Path) -> subprocess.CompletedProcess:
+    res = subprocess.run([sys.executable, str(REPO / "install" / "gimp_plugin.py"), "--profile", str(profile),
+                          "--target", "linux", "--uninstall"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    return res
+
+
 def installed(profile: Path) -> set[str]:
     folder = profile / "plug-ins" / "gimp-dfi"
     return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
@@ -82,17 +89,13 @@ def test_reinstall_upgrades_in_place_and_uninstall_removes_only_its_files(profil
 
     (folder / "__pycache__").mkdir()  # GIMP's Python writes bytecode when it imports the plug-in
     (folder / "__pycache__" / "dfi_bridge.cpython-313.pyc").write_bytes(b"x")
-    res = subprocess.run([sys.executable, str(REPO / "install" / "gimp_plugin.py"), "--profile", str(profile),
-                          "--target", "linux", "--uninstall"], capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
+    res = uninstall(profile)
     assert "kept 1 files it did not install: my-notes.txt" in res.stdout
     assert installed(profile) == {"my-notes.txt"}
     assert not (folder / "dfi_wire").exists()
 
     (folder / "my-notes.txt").unlink()
-    res = subprocess.run([sys.executable, str(REPO / "install" / "gimp_plugin.py"), "--profile", str(profile),
-                          "--target", "linux", "--uninstall"], capture_output=True, text=True)
-    assert res.returncode == 0 and "nothing to remove" in res.stdout
+    assert "nothing to remove" in uninstall(profile).stdout
 
 
 def test_a_root_gets_a_loopback_endpoint_and_no_host_dfi(tmp_path):
@@ -132,8 +135,7 @@ def test_vendored_wheels_are_unpacked_and_found_first(profile, tmp_path):
     assert (folder / "vendor" / "zmq" / "__init__.py").exists()
     assert not list((folder / "vendor").glob("*.dist-info"))
     assert f"zmq from {folder / 'vendor' / 'zmq' / '__init__.py'}" in res.stdout
-    subprocess.run([sys.executable, str(REPO / "install" / "gimp_plugin.py"), "--profile", str(profile),
-                    "--target", "linux", "--uninstall"], check=True, capture_output=True)
+    uninstall(profile)
     assert not (folder / "vendor").exists()
 
 

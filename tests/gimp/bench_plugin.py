@@ -17,14 +17,12 @@ import argparse
 import io
 import json
 import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dfi_daemon.testing import DaemonProcess  # noqa: E402
-from gimp_harness import REPO, Gimp, build_root  # noqa: E402
+from gimp_harness import Gimp, build_root, free_port  # noqa: E402
 
 
 def main() -> int:
@@ -42,13 +40,9 @@ def main() -> int:
     from skimage import data
 
     g = Gimp(root, "bench")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    daemon = DaemonProcess(None, endpoint=f"tcp://127.0.0.1:{port}", threads=args.threads).start()
+    daemon = DaemonProcess(None, endpoint=f"tcp://127.0.0.1:{free_port()}", threads=args.threads).start()
     try:
-        subprocess.run([sys.executable, str(REPO / "install" / "gimp_plugin.py"), "--root", str(root), "--profile",
-                        g.profile, "--endpoint", daemon.endpoint, "--no-autostart"], check=True, capture_output=True)
+        g.install(daemon.endpoint)
         buf = io.BytesIO()
         Image.fromarray(data.astronaut()).resize((args.size, args.size)).save(buf, "PNG")
         photo = g.put("photo.png", buf.getvalue())
