@@ -4,8 +4,8 @@
     python install/gimp_plugin.py              # install or upgrade in place
     python install/gimp_plugin.py --uninstall  # remove exactly what was installed
 
-It copies ``plugin/`` and the daemon's wire modules (``daemon/protocol.py``,
-``daemon/client.py`` as ``dfi_wire``) into ``<GIMP 3 profile>/plug-ins/gimp-dfi/``,
+It copies ``plugin/`` and the wire package (``daemon/wire/``, imported as
+``dfi_wire`` here and in the repo) unchanged into ``<GIMP 3 profile>/plug-ins/gimp-dfi/``,
 records where ``dfi`` and the daemon's endpoint are (``gimp-dfi.json``), makes
 pyzmq and msgpack importable by GIMP's Python (the distro's packages for a system
 Python, else wheels for GIMP's Python version vendored into the plug-in folder),
@@ -38,10 +38,8 @@ FLATPAK_ENDPOINT = "tcp://127.0.0.1:5557"  # the Flatpak sandbox cannot see the 
 FILES = (
     ("plugin/gimp-dfi.py", "gimp-dfi.py", 0o755),
     ("plugin/dfi_bridge.py", "dfi_bridge.py", 0o644),
-    ("daemon/protocol.py", "dfi_wire/protocol.py", 0o644),
-    ("daemon/client.py", "dfi_wire/client.py", 0o644),
 )
-WIRE_INIT = '"""The dfi daemon\'s wire protocol and client, copied from daemon/ by install/gimp_plugin.py."""\n'
+WIRE = ("daemon/wire", "dfi_wire")  # the package the plug-in imports, copied file for file
 VENDOR_PACKAGES = ("pyzmq", "msgpack")
 DISTRO_PACKAGES = {  # package manager -> (install command, package names)
     "apt-get": (["apt-get", "install", "-y"], ["python3-zmq", "python3-msgpack"]),
@@ -279,8 +277,11 @@ def install_files(target: Target, config: dict, vendored: list[tuple[str, bytes]
     for src, dest, mode in FILES:
         _write(folder / dest, (REPO / src).read_bytes(), mode)
         written.append(dest)
-    _write(folder / "dfi_wire" / "__init__.py", WIRE_INIT.encode(), 0o644)
-    written.append("dfi_wire/__init__.py")
+    src_dir, dest_dir = WIRE
+    for src in sorted((REPO / src_dir).glob("*.py")):
+        dest = f"{dest_dir}/{src.name}"
+        _write(folder / dest, src.read_bytes(), 0o644)
+        written.append(dest)
     _write(folder / CONFIG, (json.dumps(config, indent=2) + "\n").encode(), 0o644)
     written.append(CONFIG)
     for rel, data in vendored:

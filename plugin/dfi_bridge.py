@@ -2,8 +2,8 @@
 
 Runs under GIMP's own Python with the standard library, pyzmq and msgpack only
 (no numpy, no torch, no GI), so it is unit-tested on the host as installed.
-The wire format comes from ``dfi_wire`` — the daemon's ``protocol.py`` and
-``client.py``, copied beside this file by ``install/gimp_plugin.py``.
+The wire format comes from ``dfi_wire`` — the package ``daemon/wire/``,
+copied unchanged beside this file by ``install/gimp_plugin.py``.
 """
 
 from __future__ import annotations

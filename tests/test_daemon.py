@@ -23,9 +23,9 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
-from dfi_daemon import protocol as P
-from dfi_daemon.client import DaemonError
-from dfi_daemon.testing import DaemonProcess
+from daemon_process import DaemonProcess
+from dfi_wire import protocol as P
+from dfi_wire.client import DaemonError
 from PIL import Image
 
 from dfi_engine.synthetic import face
@@ -377,8 +377,8 @@ def test_cancel_queued_then_running_job(daemon):
 
 CLIENT_SCRIPT = """
 import sys
-from dfi_daemon.client import Client
-from dfi_daemon import protocol as P
+from dfi_wire.client import Client
+from dfi_wire import protocol as P
 data = bytes((i * 7) % 251 for i in range(48 * 48 * 3))
 msg = P.edit_request(P.image_map(data, 48, 48, "RGB8"), "facehair", [1.0], iterations=10000, k=2)
 with Client(sys.argv[1], timeout=600) as c:

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from dfi_daemon.testing import DaemonProcess
+from daemon_process import DaemonProcess
 from PIL import Image
 
 from dfi_engine.synthetic import face

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
-from dfi_daemon import protocol as P
-from dfi_daemon.client import Client, DaemonError, DaemonUnavailable
-from dfi_daemon.testing import DaemonProcess, kill_daemons
+from daemon_process import DaemonProcess, kill_daemons
+from dfi_wire import protocol as P
+from dfi_wire.client import Client, DaemonError, DaemonUnavailable
 
 
 @pytest.fixture

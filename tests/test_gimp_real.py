@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dfi_daemon.testing import DaemonProcess
+from daemon_process import DaemonProcess
 from gimp_harness import Gimp, build_root, free_port, wait_file
 from PIL import Image
 

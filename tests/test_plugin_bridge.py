@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from dfi_daemon.testing import DaemonProcess, kill_daemons
+from daemon_process import DaemonProcess, kill_daemons
 
 REPO = Path(__file__).resolve().parent.parent
 DFI = str(Path(sys.executable).parent / "dfi")

@@ -52,8 +52,10 @@ def test_install_writes_an_executable_plugin_and_checks_it(profile):
     folder = profile / "plug-ins" / "gimp-dfi"
     plugin = folder / "gimp-dfi.py"
     assert stat.S_IMODE(plugin.stat().st_mode) == 0o755
-    assert (folder / "dfi_wire" / "protocol.py").read_bytes() == (REPO / "daemon" / "protocol.py").read_bytes()
-    assert (folder / "dfi_wire" / "client.py").read_bytes() == (REPO / "daemon" / "client.py").read_bytes()
+    wire = sorted(p.name for p in (REPO / "daemon" / "wire").glob("*.py"))
+    assert wire == sorted(p.name for p in (folder / "dfi_wire").iterdir()), "the wire package, file for file"
+    for name in wire:
+        assert (folder / "dfi_wire" / name).read_bytes() == (REPO / "daemon" / "wire" / name).read_bytes()
     config = json.loads((folder / "gimp-dfi.json").read_text())
     assert config["endpoint"] == "ipc:///tmp/x/daemon.sock"
     assert config["dfi"] == ["/opt/dfi/bin/dfi"] and config["autostart"] is True

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from dfi_daemon.testing import DaemonProcess  # noqa: E402
+from daemon_process import DaemonProcess  # noqa: E402
 from gimp_harness import Gimp, build_root, free_port  # noqa: E402
 
 

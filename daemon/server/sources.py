@@ -177,7 +177,7 @@ class SourceUnavailable(Exception):
 def open_source(spec: str, definitions: Sequence[Path] = ()) -> NeighbourSource | None:
     """``synthetic[:SEED]`` -> smoke source; ``none`` -> no source; ``auto`` -> the fetched LFW database if
     present; anything else is the path of a face database."""
-    from .paths import default_database
+    from ..paths import default_database
 
     if spec == "synthetic" or spec.startswith("synthetic:"):
         seed = spec.partition(":")[2]
@@ -198,7 +198,7 @@ def open_source(spec: str, definitions: Sequence[Path] = ()) -> NeighbourSource 
 
 def real_database_status(spec: str = "auto") -> str | None:
     """None when ``spec`` names a usable face database, else a sentence saying what is missing."""
-    from .paths import default_database
+    from ..paths import default_database
 
     path = default_database() if spec == "auto" else Path(spec).expanduser()
     if spec not in ("none", "") and not spec.startswith("synthetic") and (path / "manifest.json").is_file():

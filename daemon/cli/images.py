@@ -7,9 +7,10 @@ import glob
 from pathlib import Path
 from typing import Any
 
-from . import cli_common, imageio
-from . import protocol as P
-from .client import Client, DaemonError, DaemonUnavailable
+from dfi_wire import protocol as P
+from dfi_wire.client import Client, DaemonError, DaemonUnavailable
+
+from . import common, imageio
 
 EDIT_PATTERN = "{dir}/{stem}-{attribute}-{strength}.png"
 INPAINT_PATTERN = "{dir}/{stem}-filled.png"
@@ -75,7 +76,7 @@ def _run(args: argparse.Namespace, edit: bool) -> int:
         if args.mask and not Path(imageio.render(args.mask, src) if "{" in args.mask else args.mask).is_file():
             raise imageio.ImageFileError(f"Mask file for {src} not found: {args.mask}.")
 
-    client, _ = cli_common.connect(args)
+    client, _ = common.connect(args)
     failed = 0
     with client:
         limits = client.limits
@@ -83,7 +84,7 @@ def _run(args: argparse.Namespace, edit: bool) -> int:
             try:
                 loaded = imageio.load_image(src, limits.get("max_pixels"))
                 if loaded.note:
-                    cli_common.warn(loaded.note)
+                    common.warn(loaded.note)
                 mask = _mask_for(args.mask, src, loaded.size)
                 if edit:
                     msg = P.edit_request(loaded.wire, args.attribute, strengths, mask, **_options(args, True))
@@ -95,22 +96,22 @@ def _run(args: argparse.Namespace, edit: bool) -> int:
                     imageio.save_result(wire, loaded, out)
                     print(out)
                 for note in result.get("notes", []):
-                    cli_common.warn(f"note: {note}")
+                    common.warn(f"note: {note}")
             except DaemonUnavailable:
                 raise
             except (DaemonError, imageio.ImageFileError) as e:
                 if len(plans) == 1:
                     raise
                 failed += 1
-                cli_common.warn(f"{src}: {e}")
+                common.warn(f"{src}: {e}")
     if failed:
-        cli_common.warn(f"{failed} of {len(plans)} files failed")
+        common.warn(f"{failed} of {len(plans)} files failed")
         return 1
     return 0
 
 
 def _submit(client: Client, msg: dict[str, Any], name: str, args: argparse.Namespace) -> dict[str, Any]:
-    bar, on_event = cli_common.progress_bar(name)
+    bar, on_event = common.progress_bar(name)
     try:
         return client.run_job(msg, on_event)
     finally:
@@ -126,7 +127,7 @@ def _inpaint(args: argparse.Namespace) -> int:
 
 
 def _attributes(args: argparse.Namespace) -> int:
-    client, _ = cli_common.connect(args)
+    client, _ = common.connect(args)
     with client:
         reply = client.attributes()
     attrs = reply.get("attributes", [])
@@ -150,7 +151,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--align", action=argparse.BooleanOptionalAction, default=None,
                    help="detect and align the face to the database's frame (default with a face database); "
                         "--no-align works on the whole image as it is")
-    cli_common.add_connection_options(p)
+    common.add_connection_options(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -173,6 +174,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_inpaint)
 
     p = sub.add_parser("attributes", help="list the attributes the daemon's neighbour database defines")
-    cli_common.add_connection_options(p)
+    common.add_connection_options(p)
     p.set_defaults(func=_attributes)
 

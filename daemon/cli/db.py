@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from .paths import data_dir, user_attributes_path
+from ..paths import data_dir, user_attributes_path
 
 
 def _definitions():

@@ -1,14 +1,13 @@
-"""Real daemon processes for tests (ours and the plug-in's end-to-end tests).
+"""A throwaway daemon process in its own folders, for the daemon benchmarks (and the tests' helper).
 
 Starts ``python -m dfi_daemon.server`` with its own runtime and state folders,
-waits until it answers, and guarantees it is killed afterwards — also daemons
-that a CLI under test auto-started, found through their pid files.
+waits until it answers, and is stopped on exit, so a benchmark never touches
+the user's own daemon, socket or log.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -16,14 +15,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .client import Client, DaemonUnavailable
+from dfi_wire.client import Client, DaemonUnavailable
 
 
-class DaemonProcess:
+class PrivateDaemon:
     """A daemon in a subprocess; use as a context manager (it is killed on exit)."""
 
     def __init__(self, base: Path | None = None, *extra: str, endpoint: str | None = None,
-                 weights: str = "random:0", database: str = "synthetic", threads: int = 1) -> None:
+                 weights: str = "random:0", database: str = "synthetic", threads: int = 0) -> None:
         self.base = Path(base) if base else Path(tempfile.mkdtemp(prefix="dfi-"))
         self.runtime = self.base / "run"
         self.state = self.base / "state"
@@ -38,7 +37,7 @@ class DaemonProcess:
         return {**os.environ, "DFI_RUNTIME_DIR": str(self.runtime), "DFI_STATE_DIR": str(self.state),
                 "DFI_ENDPOINT": self.endpoint}
 
-    def start(self, wait: bool = True, timeout: float = 90.0) -> DaemonProcess:
+    def start(self, wait: bool = True, timeout: float = 90.0) -> PrivateDaemon:
         self.base.mkdir(parents=True, exist_ok=True)
         with open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen([sys.executable, "-m", "dfi_daemon.server", *self.args], env=self.env(),
@@ -86,35 +85,16 @@ class DaemonProcess:
             self.proc.wait(timeout=10)
 
     def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 15 s; also kills daemons auto-started under this folder."""
+        """SIGTERM, then SIGKILL after 15 s."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.kill()
-        kill_daemons(self.runtime)
 
-    def __enter__(self) -> DaemonProcess:
+    def __enter__(self) -> PrivateDaemon:
         return self.start() if self.proc is None else self
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
-
-
-def kill_daemons(runtime_dir: Path) -> list[int]:
-    """SIGKILL every dfi daemon whose pid file lies in ``runtime_dir`` (checked by command line)."""
-    killed = []
-    for pid_file in Path(runtime_dir).glob("*.pid"):
-        try:
-            pid = int(pid_file.read_text().split()[0])
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError, IndexError):
-            continue
-        if b"dfi_daemon.server" in cmdline:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-            except ProcessLookupError:
-                pass
-    return killed

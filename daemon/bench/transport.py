@@ -1,6 +1,6 @@
 """Transport benchmark: daemon start-up to ready, ping round trip, 1-megapixel echo.
 
-    python -m dfi_daemon.bench_transport [--pings 300] [--echoes 20] [--weights random:0]
+    python -m dfi_daemon.bench.transport [--pings 300] [--echoes 20] [--weights random:0]
 
 Starts its own daemon (random weights and synthetic neighbours by default) in a
 temporary folder and removes it afterwards. ``echo`` validates the image like
@@ -16,8 +16,9 @@ import shutil
 import statistics
 import time
 
-from . import protocol as P
-from .testing import DaemonProcess
+from dfi_wire import protocol as P
+
+from .private_daemon import PrivateDaemon
 
 
 def _ms(xs: list[float]) -> str:
@@ -27,14 +28,14 @@ def _ms(xs: list[float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m dfi_daemon.bench_transport", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m dfi_daemon.bench.transport", description=__doc__.split("\n")[0])
     ap.add_argument("--pings", type=int, default=300)
     ap.add_argument("--echoes", type=int, default=20)
     ap.add_argument("--weights", default="random:0")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--endpoint", help="default: an ipc socket in a temporary folder; e.g. tcp://127.0.0.1:5599")
     args = ap.parse_args(argv)
-    d = DaemonProcess(None, endpoint=args.endpoint, weights=args.weights, threads=args.threads)
+    d = PrivateDaemon(None, endpoint=args.endpoint, weights=args.weights, threads=args.threads)
     try:
         t0 = time.perf_counter()
         d.start()

@@ -8,8 +8,11 @@ import subprocess
 import sys
 from typing import Any
 
-from . import launch, paths, server
-from .client import DEFAULT_TIMEOUT_S, Client
+from dfi_wire.client import DEFAULT_TIMEOUT_S, Client
+
+from .. import paths
+from ..server import config as server_config
+from . import launch
 
 
 def add_connection_options(p: argparse.ArgumentParser, autostart: bool = True) -> None:
@@ -27,7 +30,7 @@ def add_connection_options(p: argparse.ArgumentParser, autostart: bool = True) -
         g.add_argument("--start-timeout", type=float, default=300.0,
                        help="seconds to wait for an auto-started daemon to be ready")
         d = p.add_argument_group("auto-started daemon")
-        server.add_arguments(d)
+        server_config.add_arguments(d)
 
 
 def apply_dirs(args: argparse.Namespace) -> str:

@@ -7,19 +7,24 @@ import sys
 import time
 from pathlib import Path
 
-from . import cli_common, launch, paths, server
-from .client import Client, DaemonUnavailable
+from dfi_wire.client import Client, DaemonUnavailable
+
+from .. import paths
+from ..server import config as server_config
+from . import common, launch
 
 
 def _start(args: argparse.Namespace) -> int:
-    endpoint = cli_common.apply_dirs(args)
+    endpoint = common.apply_dirs(args)
     if args.foreground:
-        return server.run(server.config_from_args(args, endpoint, foreground=True))
+        from ..server.process import run
+
+        return run(server_config.config_from_args(args, endpoint, foreground=True))
     pid = paths.read_pid(endpoint)
     if pid:
         print(f"dfi: a daemon is already running on {endpoint} (pid {pid})")
         return 0
-    client, proc = launch.connect(endpoint, args.timeout, True, cli_common.daemon_argv(args), args.start_timeout,
+    client, proc = launch.connect(endpoint, args.timeout, True, common.daemon_argv(args), args.start_timeout,
                                   announce=False)
     with client:
         hello = client.hello()
@@ -31,13 +36,13 @@ def _start(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
-    endpoint = cli_common.apply_dirs(args)
+    endpoint = common.apply_dirs(args)
     print(launch.stop(endpoint, timeout=max(args.timeout, 5.0)))
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
-    endpoint = cli_common.apply_dirs(args)
+    endpoint = common.apply_dirs(args)
     pid = paths.read_pid(endpoint)
     if pid is None and paths.ipc_path(endpoint) is not None and not paths.ipc_path(endpoint).exists():
         print(f"no daemon is running on {endpoint}")
@@ -66,7 +71,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _logs(args: argparse.Namespace) -> int:
-    cli_common.apply_dirs(args)
+    common.apply_dirs(args)
     path = paths.log_file()
     if not path.exists():
         print(f"dfi: no log yet at {path}", file=sys.stderr)
@@ -115,18 +120,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     dsub = p.add_subparsers(dest="daemon_command", required=True, metavar="ACTION")
     s = dsub.add_parser("start", help="start the daemon (detached unless --foreground)")
     s.add_argument("--foreground", action="store_true", help="run in this terminal, logging to it too")
-    cli_common.add_connection_options(s)
+    common.add_connection_options(s)
     s.set_defaults(func=_start)
     s = dsub.add_parser("stop", help="ask the daemon to shut down")
-    cli_common.add_connection_options(s, autostart=False)
+    common.add_connection_options(s, autostart=False)
     s.set_defaults(func=_stop)
     s = dsub.add_parser("status", help="device, memory, weights, neighbours and queue (exit 3 if not running)")
-    cli_common.add_connection_options(s, autostart=False)
+    common.add_connection_options(s, autostart=False)
     s.set_defaults(func=_status)
     s = dsub.add_parser("logs", help="print the daemon's log")
     s.add_argument("-n", "--lines", type=int, default=50, help="last N lines (0 = all)")
     s.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    cli_common.add_connection_options(s, autostart=False)
+    common.add_connection_options(s, autostart=False)
     s.set_defaults(func=_logs)
     s = dsub.add_parser("keys", help="create CURVE keys for remote (non-loopback TCP) use")
     s.add_argument("--dir", required=True, help="folder for the keys (becomes --curve-dir)")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import protocol as P
+from dfi_wire import protocol as P
 
 
 class ImageFileError(Exception):

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from dfi_wire import protocol as P
 
-from . import protocol as P
-from .neighbours import NeighbourSource, UnknownAttribute
+from .sources import NeighbourSource, UnknownAttribute
 
 DEFAULT_ITERATIONS = 200  # DFI's quality floor is ~150; 500 in the paper. Clients pass their own.
 ProgressFn = Callable[[str, float, str], None]  # (stage, overall fraction 0..1, message)

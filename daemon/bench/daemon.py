@@ -16,8 +16,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import protocol as P
-from .testing import DaemonProcess
+from dfi_wire import protocol as P
+
+from .private_daemon import PrivateDaemon
 
 
 def run(args: argparse.Namespace, log: Callable[[str], None], cuda: bool) -> dict[str, Any]:
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None], cuda: bool) -> dic
     image = P.image_map(photo.tobytes(), size, size, "RGB8")
     request = f"facehair at {size}x{size}, 1 strength, {iterations} iterations, K={k}+{k}, synthetic neighbours"
     log(f"daemon: starting a private daemon ({args.weights}, {device}); request: {request}")
-    d = DaemonProcess(None, "--device", device, weights=args.weights, database="synthetic",
+    d = PrivateDaemon(None, "--device", device, weights=args.weights, database="synthetic",
                       threads=args.threads or 0)
     try:
         t0 = time.perf_counter()

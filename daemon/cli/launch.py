@@ -14,10 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-from . import paths
-from .client import Client, DaemonError, DaemonUnavailable
+from dfi_wire.client import Client, DaemonError, DaemonUnavailable
 
-EXIT_RUNNING = 3  # server.EXIT_RUNNING, repeated to keep this module free of the server's imports
+from .. import paths
+from ..server.config import EXIT_RUNNING
 
 
 def _tail(path: Path, lines: int = 15) -> str:

@@ -11,25 +11,27 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import bench, cli_daemon, cli_images, db_cli, demo
+from .. import bench
+from . import daemon_cmd, db, demo, images
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dfi", description="Deep Feature Interpolation for photo editors.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo.register(sub)
-    cli_daemon.register(sub)
-    cli_images.register(sub)
-    db_cli.register(sub)
+    daemon_cmd.register(sub)
+    images.register(sub)
+    db.register(sub)
     bench.register(sub)
     return parser
 
 
 def _known_error(e: BaseException) -> str | None:
     """The message of an error the user can act on (no traceback), else None."""
-    from .client import DaemonError
+    from dfi_wire.client import DaemonError
+
+    from ..paths import PathError
     from .imageio import ImageFileError
-    from .paths import PathError
 
     if isinstance(e, (DaemonError, ImageFileError, PathError)):
         return str(e)
@@ -54,5 +56,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-if __name__ == "__main__":
-    sys.exit(main())

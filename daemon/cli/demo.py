@@ -53,7 +53,7 @@ def sample_portrait():
 
 def missing_for_real_edit(weights: str, database: str) -> list[str]:
     """What a real (non-smoke) demo lacks on this machine, one sentence each."""
-    from .neighbours import real_database_status
+    from ..server.sources import real_database_status
 
     missing = []
     if not weights.startswith("random"):
@@ -73,8 +73,10 @@ def missing_for_real_edit(weights: str, database: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import cli_common, imageio, launch, paths
-    from . import protocol as P
+    from dfi_wire import protocol as P
+
+    from .. import paths
+    from . import common, imageio, launch
 
     missing = [] if args.offline else missing_for_real_edit(args.weights, args.database)
     smoke = args.offline or bool(missing)
@@ -88,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         print("dfi demo: falling back to the offline smoke mode (use --offline to skip this check).")
     if smoke:
         print(SMOKE_BANNER)
-    endpoint = cli_common.apply_dirs(args)
+    endpoint = common.apply_dirs(args)
     if smoke and not args.endpoint:
         endpoint = f"ipc://{paths.runtime_dir() / 'demo-smoke.sock'}"
     daemon_args = ["--weights", "random:0" if smoke else args.weights, "--database",
@@ -113,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
                 raise imageio.ImageFileError(f"The daemon's neighbours define no attribute {args.attribute!r}; "
                                              f"it has: {', '.join(a['name'] for a in attrs) or 'none'}.")
             msg = P.edit_request(loaded.wire, args.attribute, strengths, iterations=args.iterations, k=args.k)
-            bar, on_event = cli_common.progress_bar(f"demo {args.attribute}")
+            bar, on_event = common.progress_bar(f"demo {args.attribute}")
             try:
                 result = client.run_job(msg, on_event)
             finally:
@@ -145,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from . import cli_common
+    from . import common
 
     p = sub.add_parser("demo", help="edit a sample portrait through the daemon (offline smoke mode if needed)")
     p.add_argument("--offline", action="store_true",
@@ -160,5 +162,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=64, help="side of the synthetic sample portrait")
     p.add_argument("-k", type=int, default=8, help="neighbours per set")
     p.add_argument("--seed", type=int, default=0)
-    cli_common.add_connection_options(p)
+    common.add_connection_options(p)
     p.set_defaults(func=run)

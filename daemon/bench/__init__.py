@@ -1,0 +1,178 @@
+"""``dfi bench``: how fast the engine is, how close to the hardware, and against the original's optimiser.
+
+One command measures, on one device and in one process:
+
+* the machine's peak (a large matmul, in the dtype the engine computes in);
+* per-iteration reconstruction time at several sizes and batch sizes
+  (strengths), as a bare forward+backward and inside the optimiser, so the
+  optimiser's own overhead is visible, with the fraction of peak achieved;
+* neighbour-set feature extraction (K source + K target images);
+* a baseline: SciPy's L-BFGS-B on the host (DFI's default backend) and
+  ``torch.optim.LBFGS`` against our device L-BFGS, as time to reach the same
+  objective on the same image and target;
+* end-to-end edit latency through a real daemon process, cold and warm;
+* peak host memory (RSS) and peak CUDA memory.
+
+FLOP convention: the forward FLOPs are counted from the network's own
+convolutions (2·Cin·Cout·9 per output pixel; 28.8 GFLOP at 200×200 through
+conv5_1). One reconstruction iteration = 2 × forward: the backward pass
+computes only the gradient w.r.t. the input (weights are frozen), which costs
+about one forward; no weight gradients. Pooling, ReLU, the loss and the
+optimiser's vector algebra are not counted (they are memory-bound).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .measure import Clock, Memory, forward_flops, measure_peak
+from .plan import DEFAULT_SIZES, SECTIONS, make_plan, size_name
+from .report import format_table
+from .speed import bench_baseline, bench_daemon, bench_features, bench_reconstruction
+
+
+def _device_name(torch: Any, device: Any) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_bench(args: argparse.Namespace, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Everything ``dfi bench`` measures, as a JSON-ready dict."""
+    import torch
+
+    from dfi_engine.weights import load_vgg19
+
+    t_start = time.perf_counter()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    cuda = device.type == "cuda"
+    plan = make_plan(args, cuda)
+    clock = Clock(device)
+    mem = Memory(cuda)
+    net = load_vgg19(args.weights, device)
+    spec = args.weights
+    result: dict[str, Any] = {
+        "schema": 1,
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "argv": list(sys.argv),
+        "options": {k: v for k, v in vars(args).items() if k not in ("func", "command")},
+        "device": {"type": device.type, "name": _device_name(torch, device), "threads": torch.get_num_threads(),
+                   "cpu_count": os.cpu_count()},
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "weights": {"spec": spec, "label": net.label, "mode": spec.split(":")[0]},
+        "flop_convention": "forward = sum over convs of 2*Cin*Cout*9*H*W (28.8 GFLOP at 200x200 through conv5_1); "
+                           "one iteration = 2 x forward (backward w.r.t. the input only, weights frozen)",
+        "forward_gflop_200x200": forward_flops(net, 200, 200) / 1e9,
+        "plan": {"sizes": [size_name(s) for s in plan.sizes], "iterations": plan.iterations,
+                 "batches": plan.batches, "skip": sorted(plan.skip), "quick": bool(args.quick)},
+    }
+    log(f"device {result['device']['name']}, weights {net.label}")
+    result["peak"] = measure_peak(torch, device, plan.matmul_n, clock)
+    peak = result["peak"]["float32_gflops"]
+
+    if "reconstruction" not in plan.skip:
+        mem.start()
+        result["reconstruction"], result["reconstruction_skipped"] = bench_reconstruction(
+            torch, net, plan, clock, peak, log)
+        mem.stop("reconstruction")
+    if "features" not in plan.skip:
+        log(f"features: K={plan.k}+{plan.k} at {plan.feature_size}x{plan.feature_size}")
+        mem.start()
+        result["features"] = bench_features(torch, net, plan, clock, peak)
+        mem.stop("features")
+    if "baseline" not in plan.skip:
+        mem.start()
+        result["baseline"] = bench_baseline(torch, net, plan, clock, log)
+        mem.stop("baseline")
+    if "daemon" not in plan.skip:
+        result["daemon"] = bench_daemon(args, log, cuda)
+    result["memory"] = mem.summary()
+    # the peak again at the end: on a shared machine either measurement may have hit a busy moment
+    again = measure_peak(torch, device, plan.matmul_n, clock)
+    result["peak"]["float32_gflops_start"] = peak
+    result["peak"]["float32_gflops_end"] = again["float32_gflops"]
+    if again["float32_gflops"] > peak:
+        for row in [*(result.get("reconstruction") or []), *([result["features"]] if "features" in result else [])]:
+            row["fraction_of_peak"] *= peak / again["float32_gflops"]
+        result["peak"]["float32_gflops"] = again["float32_gflops"]
+
+    targets: dict[str, Any] = {}
+    b = result.get("baseline")
+    if b and b["ours"]["reached"]:
+        targets["ours <= 0.5 x scipy time"] = bool(b["ours"]["ratio_time_vs_scipy"] <= 0.5)
+    rows = result.get("reconstruction") or []
+    if rows:
+        targets["optimiser overhead < 10% (in-run)"] = bool(max(x["overhead_fraction"] for x in rows) < 0.10)
+        targets["optimiser alone < 10% of fwd+bwd"] = bool(max(x["optimizer_alone_fraction"] for x in rows) < 0.10)
+    result["targets"] = targets
+    result["total_seconds"] = time.perf_counter() - t_start
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    def log(msg: str) -> None:
+        print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+    result = run_bench(args, log)
+    print(format_table(result))
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, allow_nan=False))
+    print(f"JSON: {out}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench", help="measure speed: reconstruction, features, SciPy baseline, daemon latency",
+        description="Measure the engine on this machine and write a table and JSON. Defaults depend on the "
+                    "device: a few minutes on a 2-core CPU, more sizes/iterations on a GPU; --quick is a "
+                    "smoke test (< 30 s). Speed is only measured here, never asserted in tests.")
+    p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
+    p.add_argument("--weights", default="random:0",
+                   help="weights to time with (timing does not depend on their values; default random:0)")
+    p.add_argument("--sizes", help=f"comma-separated WIDTHxHEIGHT (default {DEFAULT_SIZES})")
+    p.add_argument("--iterations", type=int,
+                   help="timed iterations at 200x200; larger sizes get proportionally fewer (see --no-scale)")
+    p.add_argument("--min-iterations", type=int, help="fewest timed iterations at any size")
+    p.add_argument("--no-scale", action="store_true", help="use --iterations at every size")
+    p.add_argument("--batches", help="comma-separated numbers of strengths per batch (default 1,2,4)")
+    p.add_argument("--batch-max-pixels", type=int,
+                   help="measure batches > 1 only up to this many pixels (0 = all; CPU default 40000)")
+    p.add_argument("-k", "--k", type=int, help="neighbours per set for feature extraction (GPU default 100, CPU 25)")
+    p.add_argument("--feature-size", type=int, help="side of the square neighbour images (default 200)")
+    p.add_argument("--feature-batch", type=int, default=8, help="feature extraction batch size")
+    p.add_argument("--baseline-size", help="WIDTHxHEIGHT of the baseline comparison (default 200x200)")
+    p.add_argument("--baseline-iterations", type=int, help="SciPy L-BFGS-B iterations that define f*")
+    p.add_argument("--baseline-factor", type=float, default=3.0,
+                   help="ours/torch get at most this many times SciPy's evaluations to reach f*")
+    p.add_argument("--baseline-repeats", type=int,
+                   help="run the three optimisers this many times, alternating; times are medians")
+    p.add_argument("--matmul-n", type=int, help="matrix side for the peak measurement")
+    p.add_argument("--daemon-size", type=int, help="side of the square photo sent to the daemon (default 200)")
+    p.add_argument("--daemon-iterations", type=int, help="iterations of the daemon edit (GPU 500, CPU 10)")
+    p.add_argument("--daemon-k", type=int, help="neighbours per set for the daemon edit (GPU 100, CPU 8)")
+    p.add_argument("--daemon-repeats", type=int, default=2, help="warm requests after the cold one")
+    p.add_argument("--skip", help=f"comma-separated sections to leave out: {', '.join(SECTIONS)}")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--quick", action="store_true", help="tiny smoke run (48x48, 2 iterations; < 30 s)")
+    p.add_argument("--json", default="out/bench.json", help="where to write the JSON (default out/bench.json)")
+    p.set_defaults(func=run)

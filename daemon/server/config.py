@@ -1,0 +1,67 @@
+"""The daemon's settings: one dataclass, its command-line options and start-up errors.
+
+Light on purpose (stdlib + the wire protocol): ``dfi daemon start`` and every CLI
+command that may auto-start a daemon add these options without importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+
+from dfi_wire import protocol as P
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_RUNNING = 0, 1, 2, 3
+
+
+class StartError(Exception):
+    """The daemon cannot start; the message says why and what to do."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class Config:
+    endpoint: str
+    weights: str = "torchvision"
+    device: str = "cpu"
+    database: str = "auto"
+    threads: int = 0  # 0 = torch's default
+    max_queue: int = 8
+    max_pixels: int = P.DEFAULT_MAX_PIXELS
+    max_message_bytes: int = 32 * 1024 * 1024
+    client_timeout_s: float = P.DEFAULT_CLIENT_TIMEOUT_S
+    curve_dir: str | None = None
+    warm_up: bool = True
+    foreground: bool = True
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Daemon options, shared by ``python -m dfi_daemon.server`` and ``dfi daemon start``."""
+    env = os.environ.get
+    p.add_argument("--weights", default=env("DFI_WEIGHTS", "torchvision"),
+                   help="VGG-19 weights: torchvision | gatys | random[:SEED] | PATH (env DFI_WEIGHTS)")
+    p.add_argument("--device", default=env("DFI_DEVICE", "cpu"), help="torch device, e.g. cpu or cuda (env DFI_DEVICE)")
+    p.add_argument("--database", default=env("DFI_DATABASE", "auto"),
+                   help="neighbour source: PATH of a face database | auto (the one 'dfi db fetch lfw' made, if any) "
+                        "| synthetic (offline smoke test) | none (env DFI_DATABASE)")
+    p.add_argument("--threads", type=int, default=int(env("DFI_THREADS", "0")),
+                   help="CPU threads for torch (0 = default)")
+    p.add_argument("--max-queue", type=int, default=8, help="jobs that may wait behind the running one")
+    p.add_argument("--max-pixels", type=int, default=P.DEFAULT_MAX_PIXELS, help="largest image accepted")
+    p.add_argument("--max-message-mb", type=float, default=32.0, help="largest message accepted (MiB)")
+    p.add_argument("--client-timeout", type=float, default=float(env("DFI_CLIENT_TIMEOUT", P.DEFAULT_CLIENT_TIMEOUT_S)),
+                   help="cancel a job whose client sent no heartbeat for this many seconds")
+    p.add_argument("--curve-dir", default=env("DFI_CURVE_DIR"),
+                   help="folder with server.key_secret and clients/*.key: CURVE for remote TCP use")
+    p.add_argument("--no-warm-up", dest="warm_up", action="store_false", help="skip the warm-up pass")
+
+
+def config_from_args(args: argparse.Namespace, endpoint: str, foreground: bool) -> Config:
+    return Config(endpoint=endpoint, weights=args.weights, device=args.device, database=args.database,
+                  threads=args.threads, max_queue=args.max_queue, max_pixels=args.max_pixels,
+                  max_message_bytes=int(args.max_message_mb * 1024 * 1024), client_timeout_s=args.client_timeout,
+                  curve_dir=args.curve_dir, warm_up=args.warm_up, foreground=foreground)

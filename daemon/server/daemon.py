@@ -1,0 +1,313 @@
+"""The daemon's main loop: a ZeroMQ ROUTER in front of one worker thread that owns the device.
+
+Start-up order matters: take the per-endpoint lock first (see ``endpoint``), then
+load the network and the neighbour source and warm up, and only then bind — so a
+client that can talk to the socket talks to a ready daemon.
+
+Threads: the main thread owns the ROUTER socket (ZeroMQ sockets are not thread
+safe) and does all validation, queueing, heartbeats and replies; the worker
+(``worker``) runs jobs and sends its progress/results back over an inproc socket.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import zmq
+from dfi_wire import protocol as P
+
+from .config import EXIT_ERROR, EXIT_RUNNING, Config, StartError
+from .endpoint import EndpointLock, setup_curve
+from .jobs import ClientWatch, Job, JobQueue, QueueFull
+from .worker import EVENTS, Worker
+
+log = logging.getLogger("dfi.daemon")
+
+
+class Daemon:
+    """One daemon process: lock, model, socket, worker, main loop."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.limits = P.Limits(max_pixels=cfg.max_pixels, max_message_bytes=cfg.max_message_bytes)
+        self.queue = JobQueue(cfg.max_queue)
+        self.watch = ClientWatch(cfg.client_timeout_s)
+        self.jobs: dict[str, Job] = {}  # accepted, final reply not yet sent (main thread only)
+        self.stopping = threading.Event()
+        self.started = time.time()
+        self.ctx: zmq.Context | None = None
+        self.router: zmq.Socket | None = None
+        self.events: zmq.Socket | None = None
+        self.runner: Any = None
+        self.worker: Worker | None = None
+        self.lock = EndpointLock(cfg.endpoint)
+        self._auth: Any = None
+
+    # ------------------------------------------------------------------ start-up
+    def acquire_lock(self) -> None:
+        self.lock.acquire()
+
+    def load(self) -> None:
+        """Load VGG-19 and the neighbour source once; they stay resident."""
+        import torch
+
+        from dfi_engine import load_vgg19
+
+        from ..paths import user_attributes_path
+        from .runner import Runner
+        from .sources import SourceUnavailable, open_source
+
+        if self.cfg.threads > 0:
+            torch.set_num_threads(self.cfg.threads)
+        t0 = time.perf_counter()
+        net = load_vgg19(self.cfg.weights, self.cfg.device, progress=self.cfg.foreground)
+        net.eval()
+        try:
+            source = open_source(self.cfg.database, [user_attributes_path()])
+        except SourceUnavailable as e:
+            raise StartError(f"{e} Start with --database synthetic for the offline smoke test, or --database none."
+                             ) from None
+        self.runner = Runner(net, source, self.limits)
+        log.info("weights: %s on %s (%.2f s)", net.label, self.cfg.device, time.perf_counter() - t0)
+        log.info("neighbours: %s", source.label if source else "none (edits will answer no_database)")
+        if self.cfg.warm_up:
+            log.info("warm-up pass: %.2f s", self.runner.warm_up())
+
+
+    def bind(self) -> None:
+        self.ctx = zmq.Context()
+        r = self.ctx.socket(zmq.ROUTER)
+        r.setsockopt(zmq.LINGER, 0)
+        r.setsockopt(zmq.MAXMSGSIZE, self.cfg.max_message_bytes)
+        r.setsockopt(zmq.RCVHWM, 64)
+        r.setsockopt(zmq.SNDHWM, 1000)
+        if self.cfg.curve_dir:
+            self._auth = setup_curve(self.ctx, r, Path(self.cfg.curve_dir))
+        try:
+            r.bind(self.cfg.endpoint)
+        except zmq.ZMQError as e:
+            r.close()
+            raise StartError(f"Cannot listen on {self.cfg.endpoint}: {e}. Is another program using it? "
+                             "Choose another --endpoint.", EXIT_RUNNING if e.errno == zmq.EADDRINUSE else EXIT_ERROR
+                             ) from None
+        if self.lock.sock_path is not None:
+            os.chmod(self.lock.sock_path, 0o600)
+        self.router = r
+        self.events = self.ctx.socket(zmq.PULL)
+        self.events.bind(EVENTS)
+
+
+    # ------------------------------------------------------------------ main loop
+    def serve(self) -> None:
+        assert self.router is not None and self.events is not None
+        assert self.ctx is not None
+        self.worker = Worker(self.ctx, self.queue, self.runner, self.stopping, self.cfg.device)
+        self.worker.start()
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(self.events, zmq.POLLIN)
+        next_check = time.monotonic()
+        log.info("ready on %s (pid %d)", self.cfg.endpoint, os.getpid())
+        while not self.stopping.is_set():
+            ready = dict(poller.poll(200))
+            if self.events in ready:
+                self._forward_events()
+            if self.router in ready:
+                for _ in range(100):  # bounded burst, then give the worker's events a turn
+                    try:
+                        frames = self.router.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self._handle(frames)
+            if time.monotonic() >= next_check:
+                self._check_clients()
+                next_check = time.monotonic() + 0.25
+
+    def _forward_events(self) -> None:
+        assert self.events is not None and self.router is not None
+        while True:
+            try:
+                client, payload, final, job_id = self.events.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._send_raw(client, payload)
+            if final == b"1":
+                self.jobs.pop(job_id.decode(), None)
+                self._announce_positions()
+
+    def _announce_positions(self) -> None:
+        for job, ahead in self.queue.positions():
+            self._send(job.client, P.reply("progress", job.req_id, job=job.id, stage="queued", fraction=0.0,
+                                           position=ahead, message=f"{ahead} job(s) ahead in the queue"))
+
+    def _check_clients(self) -> None:
+        """Cancel jobs whose client has been silent longer than the timeout (it was killed or lost)."""
+        for job in self.watch.expired_jobs(list(self.jobs.values())):
+            log.warning("%s: client silent for %.1f s, cancelling", job.id, self.watch.silent(job.client))
+            self.queue.cancel(job.id, "client_gone")  # running: stops at its next iteration
+            if job.state == "cancelled":  # was waiting: removed, and nobody is listening
+                self.jobs.pop(job.id, None)
+        self.watch.forget_except({j.client for j in self.jobs.values()})
+
+    def _send(self, client: bytes, msg: dict[str, Any]) -> None:
+        self._send_raw(client, P.pack(msg))
+
+    def _send_raw(self, client: bytes, payload: bytes) -> None:
+        assert self.router is not None
+        try:
+            self.router.send_multipart([client, payload], zmq.NOBLOCK)
+        except zmq.ZMQError as e:  # peer gone or its queue full: a reply is lost, the daemon goes on
+            log.debug("reply to a client dropped: %s", e)
+
+    def _handle(self, frames: list[bytes]) -> None:
+        client = frames[0]
+        req_id = None
+        try:
+            if len(frames) != 2:
+                raise P.ProtocolError("bad_message", f"Got {len(frames) - 1} frames; a request is exactly one frame.",
+                                      "Use a DEALER socket and send one msgpack map per message.")
+            self.watch.touch(client)
+            msg = P.unpack(frames[1], self.cfg.max_message_bytes)
+            req_id = P.request_id(msg)
+            req = P.validate_request(msg, self.limits)
+            self._dispatch(client, req)
+        except P.ProtocolError as e:
+            self._send(client, P.error_reply(e.code, e.message, e.hint, req_id, **e.extra))
+        except Exception as e:  # never let one message take the daemon down
+            log.exception("internal error handling a request")
+            self._send(client, P.error_reply("internal_error", f"Internal error: {type(e).__name__}.", None, req_id))
+
+    def _dispatch(self, client: bytes, req: dict[str, Any]) -> None:
+        op, rid = req["op"], req["id"]
+        if op == "hello":
+            common = sorted(set(req.get("versions", [P.PROTOCOL_VERSION])) & set(P.SUPPORTED_VERSIONS))
+            if not common:
+                raise P.ProtocolError("unsupported_version", f"No common protocol version: client speaks "
+                                      f"{req.get('versions')}, daemon {list(P.SUPPORTED_VERSIONS)}.",
+                                      "Upgrade the older side.", supported=list(P.SUPPORTED_VERSIONS))
+            self._send(client, P.reply("hello", rid, version=common[-1], server=server_version(), ops=list(P.OPS),
+                                       limits={"max_pixels": self.limits.max_pixels,
+                                               "max_message_bytes": self.limits.max_message_bytes,
+                                               "max_strengths": self.limits.max_strengths,
+                                               "min_side": P.MIN_SIDE},
+                                       heartbeat_interval_s=P.HEARTBEAT_INTERVAL_S,
+                                       client_timeout_s=self.cfg.client_timeout_s, **self._describe()))
+        elif op == "ping":
+            self._send(client, P.reply("pong", rid, time=time.time()))
+        elif op == "status":
+            self._send(client, P.reply("status", rid, **self._status()))
+        elif op == "attributes":
+            src = self.runner.source
+            self._send(client, P.reply("attributes", rid, attributes=src.attributes() if src else [],
+                                       source=src.label if src else None, synthetic=bool(src and src.synthetic)))
+        elif op == "echo":
+            self._send(client, P.reply("echo", rid, image=req["image"].to_wire()))
+        elif op in ("edit", "inpaint"):
+            self.runner.check(req)
+            job = Job(self.queue.new_id(), client, rid, req)
+            try:
+                ahead = self.queue.submit(job)
+            except QueueFull:
+                running, waiting = self.queue.snapshot()
+                raise P.ProtocolError(
+                    "queue_full", f"The daemon's queue is full ({len(waiting)} waiting, "
+                    f"{1 if running else 0} running).",
+                    "Try again when a job has finished, or cancel one; 'dfi daemon status' shows the queue.") from None
+            self.jobs[job.id] = job
+            log.info("%s: %s accepted (%d ahead)", job.id, op, ahead)
+            self._send(client, P.reply("accepted", rid, job=job.id, position=ahead,
+                                       heartbeat_interval_s=P.HEARTBEAT_INTERVAL_S,
+                                       client_timeout_s=self.cfg.client_timeout_s))
+        elif op == "heartbeat":
+            states = {}
+            for jid in req.get("jobs", []):
+                j = self.jobs.get(jid)
+                states[jid] = j.state if j is not None else "unknown"
+            self._send(client, P.reply("heartbeat", rid, jobs=states))
+        elif op == "cancel":
+            job = self.jobs.get(req["job"])
+            if job is None:
+                raise P.ProtocolError("unknown_job", f"No queued or running job {req['job'][:64]!r}.",
+                                      "It may have finished already; 'dfi daemon status' lists the queue.")
+            was = job.state
+            if was not in ("queued", "running"):  # finished; its final reply is on its way
+                raise P.ProtocolError("unknown_job", f"Job {job.id} has already finished ({was}).",
+                                      "Nothing to cancel.")
+            self.queue.cancel(job.id, "cancelled")
+            if job.state == "cancelled":  # a waiting job is gone at once: tell its client here
+                self.jobs.pop(job.id, None)
+                self._send(job.client, P.error_reply("cancelled", "The job was cancelled before it started.",
+                                                     None, job.req_id, job=job.id))
+                self._announce_positions()
+            log.info("%s: cancel requested (was %s)", job.id, was)
+            self._send(client, P.reply("cancelling", rid, job=job.id, was=was))
+        elif op == "shutdown":
+            log.info("shutdown requested by a client")
+            self._send(client, P.reply("bye", rid, message="The daemon is shutting down."))
+            self.stopping.set()
+
+    def _describe(self) -> dict[str, Any]:
+        src = self.runner.source
+        return {"weights": self.runner.net.label, "device": self.cfg.device,
+                "database": src.label if src else None, "synthetic": bool(src and src.synthetic)}
+
+    def _status(self) -> dict[str, Any]:
+        running, waiting = self.queue.snapshot()
+        mem: dict[str, Any] = {"rss_bytes": rss_bytes()}
+        if self.cfg.device.startswith("cuda"):
+            import torch
+
+            mem["device_allocated_bytes"] = int(torch.cuda.memory_allocated())
+            mem["device_reserved_bytes"] = int(torch.cuda.memory_reserved())
+        return {"pid": os.getpid(), "server": server_version(), "endpoint": self.cfg.endpoint,
+                "uptime_s": round(time.time() - self.started, 1), "memory": mem, **self._describe(),
+                "queue": {"running": running.id if running else None, "waiting": [j.id for j in waiting],
+                          "max_queue": self.cfg.max_queue}}
+
+    # ------------------------------------------------------------------ shutdown
+    def close(self) -> None:
+        """Cancel everything, tell waiting clients, stop the worker, remove socket and pid file."""
+        for job in self.queue.close("shutting_down"):
+            self._send(job.client, P.error_reply("shutting_down", "The daemon is shutting down; the job was "
+                                                 "cancelled before it started.", None, job.req_id, job=job.id))
+        if self.worker is not None:
+            self.worker.join(timeout=30)
+            if self.router is not None and self.events is not None:
+                self._forward_events()
+        if self.events is not None:
+            self.events.close(linger=0)
+        if self.router is not None:
+            self.router.close(linger=500)  # let the last replies (e.g. "bye") leave
+        if self._auth is not None:
+            self._auth.stop()
+        if self.ctx is not None:
+            self.ctx.term()
+        self.lock.release()
+        log.info("stopped")
+
+
+def server_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return f"gimp-dfi {version('gimp-dfi')}"
+    except Exception:
+        return "gimp-dfi"
+
+
+def rss_bytes() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+

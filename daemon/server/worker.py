@@ -1,0 +1,106 @@
+"""The worker thread: runs one job at a time on the device and reports back.
+
+ZeroMQ sockets are not thread safe, so the worker never touches the ROUTER: it
+pushes progress and final replies over an inproc socket to the main thread,
+which forwards them to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import zmq
+from dfi_wire import protocol as P
+
+from .jobs import Job, JobQueue
+
+log = logging.getLogger("dfi.daemon")
+EVENTS = "inproc://dfi-events"
+PROGRESS_EVERY_S = 0.1
+
+
+class Worker:
+    """Takes jobs from ``queue`` until ``stopping`` is set and the queue is empty."""
+
+    def __init__(self, ctx: zmq.Context, queue: JobQueue, runner: Any, stopping: threading.Event,
+                 device: str) -> None:
+        self.ctx, self.queue, self.runner, self.stopping, self.device = ctx, queue, runner, stopping, device
+        self.thread = threading.Thread(target=self._work, name="dfi-worker", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def join(self, timeout: float) -> None:
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+
+    def _work(self) -> None:
+        push = self.ctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 1000)
+        push.connect(EVENTS)
+
+        def emit(job: Job, msg: dict[str, Any], final: bool) -> None:
+            push.send_multipart([job.client, P.pack(msg), b"1" if final else b"0", job.id.encode()])
+
+        try:
+            while True:
+                job = self.queue.take(0.25)
+                if job is None:
+                    if self.stopping.is_set():
+                        return
+                    continue
+                last = [0.0, ""]
+
+                def progress(stage: str, fraction: float, message: str, job: Job = job, last: list = last) -> None:
+                    now = time.monotonic()
+                    if stage != last[1] or now - last[0] >= PROGRESS_EVERY_S or fraction >= 1.0:
+                        last[0], last[1] = now, stage
+                        emit(job, P.reply("progress", job.req_id, job=job.id, stage=stage,
+                                          fraction=round(min(max(fraction, 0.0), 1.0), 4), message=message), False)
+
+                log.info("%s: %s started", job.id, job.request["op"])
+                final, state = self.execute(job, progress)
+                job.request = {}  # drop the image bytes now
+                self._release_memory()
+                self.queue.finish(job, state)  # before the final reply: a client that has it sees an idle queue
+                emit(job, final, True)
+        finally:
+            push.close()
+
+    def execute(self, job: Job, progress: Any) -> tuple[dict[str, Any], str]:
+        """Run one job; returns (final reply, end state). Never raises: a bug costs one job, not the daemon."""
+        from dfi_engine.errors import CancelledError, DFIError
+
+        try:
+            if job.cancelled:
+                raise CancelledError("The job was cancelled before it started.")
+            progress("started", 0.0, "started")
+            result = self.runner.run(job.request, progress, job.cancel_event.is_set)
+            log.info("%s: done in %.2f s", job.id, result["seconds"])
+            return P.reply("result", job.req_id, job=job.id, **result), "done"
+        except CancelledError:
+            reason = job.cancel_reason or "cancelled"
+            msg = {"client_gone": "The job was cancelled because its client stopped responding.",
+                   "shutting_down": "The daemon is shutting down; the job was cancelled."
+                   }.get(reason, "The job was cancelled.")
+            log.info("%s: cancelled (%s)", job.id, reason)
+            return P.error_reply(reason, msg, None, job.req_id, job=job.id), "cancelled"
+        except (P.ProtocolError, DFIError) as e:
+            log.info("%s: refused: %s", job.id, e)
+            return P.error_reply(e.code, e.message, e.hint, job.req_id, job=job.id), "failed"
+        except Exception as e:
+            log.exception("%s: internal error", job.id)
+            return P.error_reply("internal_error", f"Internal error: {type(e).__name__}: {e}",
+                                 "See 'dfi daemon logs'; please report it.", job.req_id, job=job.id), "failed"
+
+    def _release_memory(self) -> None:
+        import gc
+
+        gc.collect()
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()

@@ -1,0 +1,44 @@
+"""Real daemon processes for tests (ours and the plug-in's end-to-end tests).
+
+``DaemonProcess`` is the benchmarks' private daemon with the tests' defaults
+(seeded random weights, synthetic neighbours, one thread), and on exit it also
+kills daemons that a CLI under test auto-started, found through their pid files.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from dfi_daemon.bench.private_daemon import PrivateDaemon
+
+
+class DaemonProcess(PrivateDaemon):
+    """A daemon in a subprocess; use as a context manager (it is killed on exit)."""
+
+    def __init__(self, base: Path | None = None, *extra: str, endpoint: str | None = None,
+                 weights: str = "random:0", database: str = "synthetic", threads: int = 1) -> None:
+        super().__init__(base, *extra, endpoint=endpoint, weights=weights, database=database, threads=threads)
+
+    def stop(self) -> None:
+        super().stop()
+        kill_daemons(self.runtime)
+
+
+def kill_daemons(runtime_dir: Path) -> list[int]:
+    """SIGKILL every dfi daemon whose pid file lies in ``runtime_dir`` (checked by command line)."""
+    killed = []
+    for pid_file in Path(runtime_dir).glob("*.pid"):
+        try:
+            pid = int(pid_file.read_text().split()[0])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"dfi_daemon.server" in cmdline:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            except ProcessLookupError:
+                pass
+    return killed
