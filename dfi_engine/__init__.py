@@ -2,7 +2,7 @@
 
 Public API::
 
-    net = load_vgg19("torchvision" | "gatys" | "random:0" | path, device="cuda")
+    net = load_network("torchvision" | "gatys" | "random:0" | path, device="cuda")
     w = attribute_vector(net, source_images, target_images)          # streamed means
     res = apply_vector(net, photo, w, [0.4, 0.8], mask=sel)            # one batched inversion
     res = edit(net, photo, source_images, target_images, [0.4])       # both steps at once
@@ -27,13 +27,13 @@ from .features import extract, mean_features
 from .images import merge_image, read_image, split_image, to_mask
 from .postprocess import color_match, compose, feather
 from .reconstruct import ReconstructConfig, reconstruct
-from .vgg import DEFAULT_LAYERS, VGG19Features
-from .weights import DEFAULT_WEIGHTS, SOURCES, load_vgg19
+from .vgg import DEFAULT_LAYERS, VGGFeatures
+from .weights import DEFAULT_WEIGHTS, SOURCES, load_network
 
 __all__ = [
     "DEFAULT_LAYERS", "DEFAULT_WEIGHTS", "SOURCES", "CancelledError", "DFIError", "EditOptions",
     "EditResult", "ImageTooLargeError", "ImageTooSmallError", "InputError", "ReconstructConfig",
-    "VGG19Features", "WeightsError", "apply_vector", "attribute_vector", "color_match", "compose",
-    "edit", "extract", "feather", "inpaint", "load_vgg19", "mean_features", "merge_image",
+    "VGGFeatures", "WeightsError", "apply_vector", "attribute_vector", "color_match", "compose",
+    "edit", "extract", "feather", "inpaint", "load_network", "mean_features", "merge_image",
     "read_image", "reconstruct", "scale_vector", "split_image", "target_features", "to_mask",
 ]

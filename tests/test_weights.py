@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
-import threading
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from loopback_http import LoopbackServer
 
-from dfi_engine import WeightsError, load_vgg19
+from dfi_engine import WeightsError, load_network
 from dfi_engine.vgg import CONV_NAMES, TORCHVISION_INDEX
 from dfi_engine.weights import WeightsSource, fetch_weights, random_network
 
@@ -61,7 +60,7 @@ def image() -> torch.Tensor:
 def test_torchvision_layout(tmp_path, reference_convs, image):
     path = tmp_path / "vgg19-test.pth"
     write_torchvision(path, reference_convs)
-    net = load_vgg19(path)
+    net = load_network(path)
     x = (image / 255 - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
         [0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     assert torch.allclose(net(image)[-1], reference_relu51(reference_convs, x), rtol=1e-4, atol=1e-4)
@@ -72,14 +71,14 @@ def test_torchvision_layout(tmp_path, reference_convs, image):
 def test_gatys_layout(tmp_path, reference_convs, image):
     path = tmp_path / "vgg_conv.pth"
     write_gatys(path, reference_convs)
-    net = load_vgg19(path)
+    net = load_network(path)
     x = image.flip(1) - torch.tensor([103.939, 116.779, 123.68]).view(1, 3, 1, 1)
     assert torch.allclose(net(image)[-1], reference_relu51(reference_convs, x), rtol=1e-4, atol=1e-3)
     assert "gatys" in net.label
 
 
 def test_random_weights_are_seeded_and_labelled(image):
-    a, b, c = load_vgg19("random:3"), load_vgg19("random:3"), load_vgg19("random:4")
+    a, b, c = load_network("random:3"), load_network("random:3"), load_network("random:4")
     assert torch.equal(a(image)[0], b(image)[0])
     assert not torch.equal(a(image)[0], c(image)[0])
     assert "RANDOM" in a.label
@@ -91,41 +90,20 @@ def test_corrupt_file_gives_clear_error(tmp_path, reference_convs):
     bad = tmp_path / "truncated.pth"
     bad.write_bytes(good.read_bytes()[:5000])
     with pytest.raises(WeightsError, match="truncated.pth.*(corrupt|readable)"):
-        load_vgg19(bad)
+        load_network(bad)
 
 
 def test_wrong_file_gives_clear_error(tmp_path):
     path = tmp_path / "resnet.pth"
     torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, path)
     with pytest.raises(WeightsError, match="neither torchvision"):
-        load_vgg19(path)
+        load_network(path)
     shapes = tmp_path / "wrong_shapes.pth"
     torch.save({"conv1_1.weight": torch.zeros(32, 3, 3, 3), "conv1_1.bias": torch.zeros(32)}, shapes)
     with pytest.raises(WeightsError, match="conv1_1.weight is shape"):
-        load_vgg19(shapes)
+        load_network(shapes)
     with pytest.raises(WeightsError, match="neither a known name"):
-        load_vgg19(tmp_path / "missing.pth")
-
-
-class _Server:
-    def __init__(self, files: dict[str, bytes]) -> None:
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                body = files.get(self.path.lstrip("/"))
-                if body is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        load_network(tmp_path / "missing.pth")
 
 
 @pytest.fixture
@@ -135,7 +113,8 @@ def server(tmp_path, reference_convs):
     data = path.read_bytes()
     gatys = tmp_path / "gatys.pth"
     write_gatys(gatys, reference_convs)
-    srv = _Server({"vgg19.pth": data, "gatys.pth": gatys.read_bytes(), "small.bin": b"hello weights"})
+    files = {"vgg19.pth": data, "gatys.pth": gatys.read_bytes(), "small.bin": b"hello weights"}
+    srv = LoopbackServer({f"/{k}": (v, "application/octet-stream") for k, v in files.items()})
     srv.data = data
     yield srv
     srv.httpd.shutdown()
@@ -147,14 +126,14 @@ def test_download_with_hash_check_then_load(tmp_path, server, image, reference_c
     src = WeightsSource("vgg19-test.pth", server.url + "vgg19.pth", "torchvision", digest[:8])
     path = fetch_weights(src, cache, progress=False)
     assert path == cache / "vgg19-test.pth" and path.read_bytes() == server.data
-    net = load_vgg19(path)
-    assert torch.equal(net(image)[0], load_vgg19(path)(image)[0])
+    net = load_network(path)
+    assert torch.equal(net(image)[0], load_network(path)(image)[0])
     # Named weights with a mirror URL: the official hash still applies to "torchvision" ...
     with pytest.raises(WeightsError, match="checksum"):
-        load_vgg19("torchvision", directory=tmp_path / "c2", url=server.url + "vgg19.pth", progress=False)
+        load_network("torchvision", directory=tmp_path / "c2", url=server.url + "vgg19.pth", progress=False)
     assert not (tmp_path / "c2" / "vgg19-dcbb9e9d.pth").exists()
     # ... while "gatys" (no published hash) is checked by structure and lands in the cache.
-    net3 = load_vgg19("gatys", directory=tmp_path / "c3", url=server.url + "gatys.pth", progress=False)
+    net3 = load_network("gatys", directory=tmp_path / "c3", url=server.url + "gatys.pth", progress=False)
     assert (tmp_path / "c3" / "vgg_conv.pth").is_file() and "gatys" in net3.label
 
 
@@ -172,3 +151,27 @@ def test_download_unreachable_names_file_url_and_place(tmp_path, server):
     msg = str(e.value)
     assert "vgg19-dcbb9e9d.pth" in msg and src.url in msg and str(tmp_path / "vgg19-dcbb9e9d.pth") in msg
     assert "random" in msg  # points to the offline smoke mode
+
+
+def test_auto_prefers_a_cached_vgg19_else_vgg16_hed(tmp_path, reference_convs):
+    from dfi_engine.weights import resolve_auto
+
+    assert resolve_auto(tmp_path) == "vgg16-hed"
+    write_gatys(tmp_path / "vgg_conv.pth", reference_convs)
+    assert resolve_auto(tmp_path) == "gatys"
+    net = load_network("auto", directory=tmp_path)
+    assert net.backbone == "gatys" and net.arch == "vgg19"
+    write_torchvision(tmp_path / "vgg19-dcbb9e9d.pth", reference_convs)
+    assert resolve_auto(tmp_path) == "torchvision"
+
+
+def test_vgg16_and_vgg19_share_one_definition():
+    from dfi_engine.vgg import VGGFeatures, conv_names, torchvision_index
+
+    assert len(conv_names("vgg16")) == 13 and len(conv_names("vgg19")) == 16
+    assert torchvision_index("vgg16")["conv5_3"] == 28 and torchvision_index("vgg19")["conv5_1"] == 28
+    assert torchvision_index("vgg16")["conv4_1"] == 17 and torchvision_index("vgg19")["conv4_1"] == 19
+    net = VGGFeatures(random_network(0).preprocess, ("relu3_1", "relu5_1"), arch="vgg16")
+    assert list(net.convs) == conv_names("vgg16")[:11], "nothing past the deepest requested layer is built"
+    with pytest.raises(ValueError, match="relu3_4"):
+        VGGFeatures(random_network(0).preprocess, ("relu3_4",), arch="vgg16")

@@ -56,7 +56,7 @@ def run_bench(args: argparse.Namespace, log: Callable[[str], None] = lambda s: N
     """Everything ``dfi bench`` measures, as a JSON-ready dict."""
     import torch
 
-    from dfi_engine.weights import load_vgg19
+    from dfi_engine.weights import load_network
 
     t_start = time.perf_counter()
     if args.threads:
@@ -66,8 +66,8 @@ def run_bench(args: argparse.Namespace, log: Callable[[str], None] = lambda s: N
     plan = make_plan(args, cuda)
     clock = Clock(device)
     mem = Memory(cuda)
-    net = load_vgg19(args.weights, device)
-    spec = args.weights
+    args.weights = spec = args.weights or "random:0"
+    net = load_network(spec, device)
     result: dict[str, Any] = {
         "schema": 1,
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
@@ -131,6 +131,12 @@ def run(args: argparse.Namespace) -> int:
     def log(msg: str) -> None:
         print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
+    if args.quality:
+        from . import quality
+
+        args.json = args.json or "out/quality.json"
+        return quality.run(args, log)
+    args.json = args.json or "out/bench.json"
     result = run_bench(args, log)
     print(format_table(result))
     out = Path(args.json)
@@ -147,8 +153,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "device: a few minutes on a 2-core CPU, more sizes/iterations on a GPU; --quick is a "
                     "smoke test (< 30 s). Speed is only measured here, never asserted in tests.")
     p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
-    p.add_argument("--weights", default="random:0",
-                   help="weights to time with (timing does not depend on their values; default random:0)")
+    p.add_argument("--weights", default=None,
+                   help="weights (default: random:0 for speed, whose timing does not depend on the values; "
+                        "vgg16-hed for --quality)")
+    p.add_argument("--quality", action="store_true",
+                   help="measure quality instead of speed: inversion, a painted attribute with known truth and "
+                        "inpainting on real portraits (a few minutes on a 2-core CPU)")
+    p.add_argument("--quality-size", type=int, default=128, help="side of the aligned face crops (--quality)")
+    p.add_argument("--quality-iterations", type=int, help="iterations of the edits (--quality; default: the "
+                                                           "backbone's)")
+    p.add_argument("--quality-strengths", help="comma-separated strengths of the painted edit (--quality; default: "
+                                               "0.5, 1 and 1.5 x the backbone's default)")
     p.add_argument("--sizes", help=f"comma-separated WIDTHxHEIGHT (default {DEFAULT_SIZES})")
     p.add_argument("--iterations", type=int,
                    help="timed iterations at 200x200; larger sizes get proportionally fewer (see --no-scale)")
@@ -174,5 +189,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skip", help=f"comma-separated sections to leave out: {', '.join(SECTIONS)}")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--quick", action="store_true", help="tiny smoke run (48x48, 2 iterations; < 30 s)")
-    p.add_argument("--json", default="out/bench.json", help="where to write the JSON (default out/bench.json)")
+    p.add_argument("--json", default=None,
+                   help="where to write the JSON (default out/bench.json, or out/quality.json with --quality)")
     p.set_defaults(func=run)

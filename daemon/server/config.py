@@ -26,7 +26,7 @@ class StartError(Exception):
 @dataclass
 class Config:
     endpoint: str
-    weights: str = "torchvision"
+    weights: str = "auto"
     device: str = "cpu"
     database: str = "auto"
     threads: int = 0  # 0 = torch's default
@@ -42,8 +42,9 @@ class Config:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Daemon options, shared by ``python -m dfi_daemon.server`` and ``dfi daemon start``."""
     env = os.environ.get
-    p.add_argument("--weights", default=env("DFI_WEIGHTS", "torchvision"),
-                   help="VGG-19 weights: torchvision | gatys | random[:SEED] | PATH (env DFI_WEIGHTS)")
+    p.add_argument("--weights", default=env("DFI_WEIGHTS", "auto"),
+                   help="feature network: auto | torchvision | gatys | vgg16-hed | random[:SEED] | PATH "
+                        "(env DFI_WEIGHTS; auto = VGG-19 if its file is cached, else vgg16-hed)")
     p.add_argument("--device", default=env("DFI_DEVICE", "cpu"), help="torch device, e.g. cpu or cuda (env DFI_DEVICE)")
     p.add_argument("--database", default=env("DFI_DATABASE", "auto"),
                    help="neighbour source: PATH of a face database | auto (the one 'dfi db fetch lfw' made, if any) "

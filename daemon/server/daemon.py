@@ -56,7 +56,7 @@ class Daemon:
         """Load VGG-19 and the neighbour source once; they stay resident."""
         import torch
 
-        from dfi_engine import load_vgg19
+        from dfi_engine import load_network
 
         from ..paths import user_attributes_path
         from .runner import Runner
@@ -65,7 +65,7 @@ class Daemon:
         if self.cfg.threads > 0:
             torch.set_num_threads(self.cfg.threads)
         t0 = time.perf_counter()
-        net = load_vgg19(self.cfg.weights, self.cfg.device, progress=self.cfg.foreground)
+        net = load_network(self.cfg.weights, self.cfg.device, progress=self.cfg.foreground)
         net.eval()
         try:
             source = open_source(self.cfg.database, [user_attributes_path()])
@@ -203,7 +203,7 @@ class Daemon:
             self._send(client, P.reply("status", rid, **self._status()))
         elif op == "attributes":
             src = self.runner.source
-            self._send(client, P.reply("attributes", rid, attributes=src.attributes() if src else [],
+            self._send(client, P.reply("attributes", rid, attributes=self.runner.attributes(),
                                        source=src.label if src else None, synthetic=bool(src and src.synthetic)))
         elif op == "echo":
             self._send(client, P.reply("echo", rid, image=req["image"].to_wire()))

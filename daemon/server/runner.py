@@ -15,7 +15,6 @@ from dfi_wire import protocol as P
 
 from .sources import NeighbourSource, UnknownAttribute
 
-DEFAULT_ITERATIONS = 200  # DFI's quality floor is ~150; 500 in the paper. Clients pass their own.
 ProgressFn = Callable[[str, float, str], None]  # (stage, overall fraction 0..1, message)
 
 
@@ -58,8 +57,20 @@ class Runner:
                                       f"Use one of: {', '.join(names) or '(none)'} (see 'dfi attributes').")
 
     def _attribute(self, name: str) -> dict[str, Any]:
-        assert self.source is not None
-        return next(a for a in self.source.attributes() if a["name"] == name)
+        return next(a for a in self.attributes() if a["name"] == name)
+
+    def attributes(self) -> list[dict[str, Any]]:
+        """The source's attributes, with the network's defaults where a definition leaves them open."""
+        from dfi_engine.backbones import defaults_for
+
+        d = defaults_for(self.net.backbone)
+        out = []
+        for a in self.source.attributes() if self.source else []:
+            scaling = a.get("scaling") or d.scaling
+            strength = a.get("default_strength")
+            out.append({**a, "scaling": scaling, "default_strength": d.strength if strength is None else strength,
+                        "strength_max": d.strength_max if scaling == d.scaling else max(5.0, 2 * (strength or 1))})
+        return out
 
     # ------------------------------------------------------------------ warm-up
     def warm_up(self) -> float:
@@ -87,7 +98,9 @@ class Runner:
         mask = _array(req["mask"]) if req.get("mask") is not None else None
         opts = req.get("options", {})
         k = int(opts.get("k", self.source.default_k))
-        iterations = int(opts.get("iterations", DEFAULT_ITERATIONS))
+        from dfi_engine.backbones import defaults_for
+
+        iterations = int(opts.get("iterations", defaults_for(self.net.backbone).iterations))
         notes: list[str] = []
         if self.source.synthetic:
             notes.append(f"neighbours: {self.source.label}")
@@ -108,7 +121,7 @@ class Runner:
         if req["op"] == "edit":
             attr = self._attribute(req["attribute"])
             options = dfi.EditOptions(
-                scaling=opts.get("scaling", attr["scaling"]), color=opts.get("color", "channel"),
+                scaling=opts.get("scaling", attr["scaling"]), color=opts.get("color"),
                 feather=opts.get("feather"), max_pixels=self.limits.max_pixels,
                 reconstruct=dfi.ReconstructConfig(iterations=iterations))
             try:
@@ -118,8 +131,8 @@ class Runner:
                 raise InputError(f"Unknown attribute {req['attribute']!r}.", "Run 'dfi attributes'.") from None
         else:
             options = dfi.EditOptions(
-                scaling=opts.get("scaling", getattr(self.source, "inpaint_scaling", "beta")),
-                color=opts.get("color", "channel"), max_pixels=self.limits.max_pixels,
+                scaling=opts.get("scaling", getattr(self.source, "inpaint_scaling", None)),
+                color=opts.get("color"), max_pixels=self.limits.max_pixels,
                 reconstruct=dfi.ReconstructConfig(iterations=iterations))
             res = self.source.inpaint(self.net, image, mask, req.get("strength"), options, align, k,
                                       engine_progress, cancelled)

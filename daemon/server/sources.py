@@ -166,7 +166,7 @@ class FaceDatabaseSource:
 
         inpaint = next((a for a in self.defs.usable(self.db) if a.kind == "inpaint"), None)
         return inpaint_face(net, image, self.db, mask, strength if strength is not None else
-                            (inpaint.strength if inpaint else 2.8), options, self.detector if align else None,
+                            (inpaint.strength if inpaint else None), options, self.detector if align else None,
                             not align, k, cache=self.cache, progress=progress, cancel=cancel)
 
 

@@ -34,7 +34,7 @@ DEFAULT_CLIENT_TIMEOUT_S = 6.0  # the daemon cancels a job whose client has been
 
 FORMATS = {"RGB8": 3, "RGBA8": 4}  # image pixel formats: bytes per pixel, row-major, top row first
 MASK_FORMATS = {"L8": 1}  # mask: one byte per pixel, 0 = keep, 255 = edit, in between = partial
-SCALINGS = ("none", "beta")
+SCALINGS = ("relative", "none", "beta")
 COLOR_MODES = ("channel", "global", "none")
 
 # Error codes: (meaning, default hint). Engine errors (bad_input, image_too_small, ...) reuse their codes.

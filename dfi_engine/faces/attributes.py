@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..attribute import SCALINGS
 from .errors import AttributeDefinitionError
 
 BUILTIN = Path(__file__).resolve().parent.parent / "data" / "attributes.toml"
 KINDS = ("attribute", "inpaint")
-SCALINGS = ("beta", "none")
 
 
 def snake(name: str) -> str:
@@ -36,8 +36,8 @@ class AttributeDef:
     source: Mapping[str, bool] = field(default_factory=dict)
     target: Mapping[str, bool] = field(default_factory=dict)
     match: tuple[str, ...] = ()
-    strength: float = 0.4
-    scaling: str = "beta"
+    strength: float | None = None  # None: the backbone's default (data/backbones.toml)
+    scaling: str | None = None
 
     def needs(self) -> set[str]:
         """Canonical attributes the database must have for this edit."""
@@ -47,7 +47,7 @@ class AttributeDef:
     def custom(cls, name: str, label: str | None = None) -> AttributeDef:
         """The definition of a two-folder attribute: without -> with, nothing matched."""
         return cls(name, label or name.replace("_", " ").capitalize(), "attribute", {name: False}, {name: True},
-                   (), 0.4, "beta")
+                   (), None, None)
 
 
 @dataclass
@@ -132,8 +132,8 @@ def _parse(name: str, entry: dict, where: str) -> AttributeDef:
     kind = entry.get("kind", "attribute")
     if kind not in KINDS:
         raise AttributeDefinitionError(f"{where}: attribute {name}: unknown kind {kind!r}.", f"Use one of {KINDS}.")
-    scaling = entry.get("scaling", "beta")
-    if scaling not in SCALINGS:
+    scaling = entry.get("scaling")
+    if scaling is not None and scaling not in SCALINGS:
         raise AttributeDefinitionError(f"{where}: attribute {name}: unknown scaling {scaling!r}.",
                                        f"Use one of {SCALINGS}.")
     source = _bool_map(entry.get("source", {}), f"{where}: attribute {name}: source")
@@ -144,7 +144,7 @@ def _parse(name: str, entry: dict, where: str) -> AttributeDef:
     if not isinstance(match, list) or not all(isinstance(m, str) for m in match):
         raise AttributeDefinitionError(f"{where}: attribute {name}: match must be a list of names.")
     try:
-        strength = float(entry.get("strength", 0.4 if scaling == "beta" else 3.5))
+        strength = None if entry.get("strength") is None else float(entry["strength"])
     except (TypeError, ValueError):
         raise AttributeDefinitionError(f"{where}: attribute {name}: strength must be a number.") from None
     return AttributeDef(name, str(entry.get("label", name)), kind, source, target,

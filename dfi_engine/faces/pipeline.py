@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..edit import EditOptions, EditResult, apply_vector, fill_grey
+from ..edit import EditOptions, EditResult, apply_vector, fill_grey, fill_smooth, inpaint_options
 from ..features import Features, ProgressFn
 from ..images import merge_image, split_image, to_mask
 from ..postprocess import blend, compose, feather
-from ..vgg import VGG19Features
+from ..vgg import VGGFeatures
 from . import align as al
 from .errors import NoFaceError
 from .landmarks import FaceDetector, choose_face
@@ -62,7 +62,7 @@ def align_photo(photo: np.ndarray, size: int, detector: FaceDetector | None = No
 
 
 def edit_aligned(
-    net: VGG19Features,
+    net: VGGFeatures,
     photo: np.ndarray,
     w: Features,
     strengths: Sequence[float],
@@ -114,7 +114,7 @@ def edit_aligned(
 
 
 def edit_attribute(
-    net: VGG19Features,
+    net: VGGFeatures,
     photo: np.ndarray,
     database,
     attribute,
@@ -160,11 +160,11 @@ def edit_attribute(
 
 
 def inpaint_face(
-    net: VGG19Features,
+    net: VGGFeatures,
     photo: np.ndarray,
     database,
     mask: np.ndarray,
-    strength: float = 2.8,
+    strength: float | None = None,
     options: EditOptions = EditOptions(),
     detector: FaceDetector | None = None,
     whole_image: bool = False,
@@ -181,9 +181,12 @@ def inpaint_face(
     """
     import hashlib
 
+    from ..backbones import defaults_for
     from .database import content_hash, thumbnail
     from .neighbours import mean_cached, select_appearance
 
+    strength = defaults_for(net.backbone).inpaint_strength if strength is None else strength
+    options = inpaint_options(options, net.backbone)
     size = database.resolution
     af = align_photo(photo, size, detector, mask, whole_image, options.max_pixels)
     idx = select_appearance(database, thumbnail(af.crop), k, minimum, database.find(content_hash(photo)))
@@ -200,7 +203,8 @@ def inpaint_face(
                            transform=lambda im: fill_grey(im, region), extra=b"grey:" + tag)
         w = [a - b for a, b in zip(full, grey)]
         return apply_vector(net, crop01, w, [strength], region.astype(np.float32), options, progress, cancel,
-                            start=fill_grey(crop01 * 255.0, region), feather_px=0.0, match_whole=True)
+                            base=fill_grey(crop01 * 255.0, region), start=fill_smooth(crop01 * 255.0, region),
+                            feather_px=0.0, match_whole=True)
 
     res = edit_aligned(net, photo, None, [strength], size, mask, options, detector, whole_image, progress, cancel,
                        aligned=af, runner=run)
