@@ -7,7 +7,7 @@ layout: same size, channels, bit depth and alpha.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -178,11 +178,11 @@ def inpaint(
     region = to_mask(mask, spec.height, spec.width) > 0
     if not region.any():
         raise InputError("The mask/selection is empty.", "Select the region to fill.")
-    nb = [np.asarray(n, np.float32) for n in neighbours]
-    if not nb:
+    nb = neighbours if isinstance(neighbours, Collection) else list(neighbours)  # read twice, streamed if it can be
+    if not len(nb):
         raise InputError("No neighbour images for inpainting.", "Provide at least one image.")
     masked = (fill_grey(n, region) for n in nb)
-    w = attribute_vector(net, masked, nb, options.batch_size, rgb.shape[:2], progress)
+    w = attribute_vector(net, masked, nb, options.batch_size, rgb.shape[:2], progress, (len(nb), len(nb)))
     options = inpaint_options(options, net.backbone)
     strength = defaults_for(net.backbone).inpaint_strength if strength is None else strength
     return apply_vector(net, image, w, [strength], mask, options, progress, cancel,

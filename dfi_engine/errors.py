@@ -38,6 +38,12 @@ class WeightsError(DFIError):
     code = "weights_error"
 
 
+class DeviceError(DFIError):
+    """The requested torch device does not exist here or in this torch build."""
+
+    code = "device_unavailable"
+
+
 class CancelledError(DFIError):
     """The caller's cancel check returned true between two iterations."""
 

@@ -40,11 +40,16 @@ def extract(net: VGGFeatures, images: np.ndarray | torch.Tensor) -> Features:
     return net(to_tensor(images, net.device))
 
 
+BATCH_PIXELS = 4 * 256 * 256  # a batch's budget: on a CPU one batch then takes about a second, so a cancel
+#                               checked per batch is heard promptly even for large neighbour images
+
+
 def _batches(images: Iterable[np.ndarray], batch_size: int) -> Iterator[np.ndarray]:
     batch: list[np.ndarray] = []
     for im in images:
         batch.append(np.asarray(im, dtype=np.float32))
-        if len(batch) == batch_size:
+        size = max(1, min(batch_size, BATCH_PIXELS // max(1, batch[0].shape[0] * batch[0].shape[1])))
+        if len(batch) >= size:
             yield np.stack(batch)
             batch = []
     if batch:

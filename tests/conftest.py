@@ -6,8 +6,13 @@ checkout); where they cannot be had, the tests that need them skip and say why.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
+from daemon_process import kill_daemons
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
@@ -36,3 +41,14 @@ def hed(hed_file):
     from dfi_engine import load_network
 
     return load_network(hed_file)
+
+
+@pytest.fixture
+def base():
+    """A short private folder (Unix socket paths are limited to 107 bytes); every daemon in it dies at the end."""
+    d = Path(tempfile.mkdtemp(prefix="dfi-"))
+    try:
+        yield d
+    finally:
+        kill_daemons(d / "run")
+        shutil.rmtree(d, ignore_errors=True)

@@ -26,6 +26,12 @@ class DaemonProcess(PrivateDaemon):
         kill_daemons(self.runtime)
 
 
+def env_for(base: Path) -> dict[str, str]:
+    """The caller's environment with every dfi folder pointed into ``base`` (and no other DFI_ settings)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DFI_")}
+    return {**env, "DFI_RUNTIME_DIR": str(base / "run"), "DFI_STATE_DIR": str(base / "state")}
+
+
 def kill_daemons(runtime_dir: Path) -> list[int]:
     """SIGKILL every dfi daemon whose pid file lies in ``runtime_dir`` (checked by command line)."""
     killed = []

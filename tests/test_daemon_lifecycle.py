@@ -3,36 +3,18 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from daemon_process import DaemonProcess, kill_daemons
+from daemon_process import DaemonProcess, env_for
 from dfi_wire import protocol as P
 from dfi_wire.client import Client, DaemonError, DaemonUnavailable
-
-
-@pytest.fixture
-def base():
-    """A short private folder (Unix socket paths are limited to 107 bytes); every daemon in it dies at the end."""
-    d = Path(tempfile.mkdtemp(prefix="dfi-"))
-    try:
-        yield d
-    finally:
-        kill_daemons(d / "run")
-        shutil.rmtree(d, ignore_errors=True)
-
-
-def env_for(base: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DFI_")}
-    return {**env, "DFI_RUNTIME_DIR": str(base / "run"), "DFI_STATE_DIR": str(base / "state")}
 
 
 def dfi(base: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -68,7 +50,7 @@ def test_autostart_status_logs_stop(base):
 
 def test_no_autostart_and_failed_start_are_clear_errors(base):
     r = dfi(base, "attributes", "--no-autostart")
-    assert r.returncode == 2 and "No dfi daemon is running" in r.stderr and "dfi daemon start" in r.stderr
+    assert r.returncode == 3 and "No dfi daemon is running" in r.stderr and "dfi daemon start" in r.stderr
     r = dfi(base, "attributes", "--weights", str(base / "missing.pth"), "--threads", "1")
     assert r.returncode == 2
     assert "exited during start-up" in r.stderr and "missing.pth" in r.stderr, r.stderr

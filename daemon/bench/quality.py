@@ -56,11 +56,13 @@ def inversion(net: Any, photo: np.ndarray, steps: list[int]) -> dict[str, Any]:
     target = extract(net, photo)
     start = _blur(photo.astype(np.float32), 2.0)
     rows: dict[str, Any] = {"start_psnr": samples.psnr(start, photo), "start_ssim": _ssim(start, photo)}
+    original = {k: v for k, v in ORIGINAL.items() if k not in ("scaling", "strength")}
     for n in steps:
-        z, _ = dfi.reconstruct(net, to_tensor(start, net.device), target,
-                               dfi.ReconstructConfig(iterations=n, tv_on="image"))
-        zi = z[0].permute(1, 2, 0).cpu().numpy()
-        rows[f"blur_{n}"] = {"psnr": samples.psnr(zi, photo), "ssim": _ssim(zi, photo)}
+        for key, cfg in ((f"blur_{n}", dfi.ReconstructConfig(iterations=n, tv_on="image")),
+                         (f"blur_original_{n}", dfi.ReconstructConfig(iterations=n, **original))):
+            z, _ = dfi.reconstruct(net, to_tensor(start, net.device), target, cfg)
+            zi = z[0].permute(1, 2, 0).cpu().numpy()
+            rows[key] = {"psnr": samples.psnr(zi, photo), "ssim": _ssim(zi, photo)}
         zero = [t * 0 for t in target]
         res = dfi.apply_vector(net, photo, zero, [0.0], options=dfi.EditOptions(
             scaling="none", color="none", reconstruct=dfi.ReconstructConfig(iterations=n)))
@@ -158,12 +160,16 @@ def run_quality(args: argparse.Namespace, log: Callable[[str], None]) -> dict[st
 
 def format_quality(r: dict[str, Any]) -> str:
     lines = [f"quality on {r['weights']} at {r['size']}x{r['size']}, {r['iterations']} iterations", ""]
-    lines.append(f"{'photo':<13} {'inversion from blur: PSNR/SSIM at 50 | 150 | 300 it':<56} drift PSNR 50|150|300")
+    lines.append(f"{'photo':<13} {'settings':<9} {'inversion from blur: PSNR/SSIM at 50 | 150 | 300 it':<56} "
+                 "drift PSNR 50|150|300")
     for name, p in r["photos"].items():
         inv = p["inversion"]
-        blur = " | ".join(f"{inv[f'blur_{n}']['psnr']:.1f}/{inv[f'blur_{n}']['ssim']:.3f}" for n in (50, 150, 300))
-        drift = "|".join(f"{inv[f'drift_{n}']['psnr']:.1f}" for n in (50, 150, 300))
-        lines.append(f"{name:<13} start {inv['start_psnr']:.1f}/{inv['start_ssim']:.3f} -> {blur:<36} {drift}")
+        for label, key in (("defaults", "blur"), ("original", "blur_original")):
+            blur = " | ".join(f"{inv[f'{key}_{n}']['psnr']:.1f}/{inv[f'{key}_{n}']['ssim']:.3f}"
+                              for n in (50, 150, 300))
+            drift = "|".join(f"{inv[f'drift_{n}']['psnr']:.1f}" for n in (50, 150, 300)) if key == "blur" else ""
+            lines.append(f"{name:<13} {label:<9} start {inv['start_psnr']:.1f}/{inv['start_ssim']:.3f} -> "
+                         f"{blur:<36} {drift}")
     lines += ["", f"{'photo':<13} {'settings':<10} {'strength':>8} {'progress':>8} {'change':>7} {'PSNR out':>8} "
               f"{'HF':>6}"]
     for name, p in r["photos"].items():

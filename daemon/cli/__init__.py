@@ -9,6 +9,7 @@ Commands that only talk to the daemon never import torch, so they start fast.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .. import bench
@@ -41,18 +42,36 @@ def _known_error(e: BaseException) -> str | None:
     return None
 
 
+EXIT_UNAVAILABLE = 3  # no daemon answers (as 'dfi daemon status' when none runs)
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a writer whose reader went away (128 + SIGPIPE)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    # daemon options the user typed (not defaults): only those may contradict a running daemon
+    args.given = [k for k in ("weights", "device", "database")
+                  if any(a == f"--{k}" or a.startswith(f"--{k}=") for a in argv)]
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # inside the try: a closed pipe is reported here, not as a traceback at exit
+        return code
     except KeyboardInterrupt:
         print("dfi: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. 'dfi daemon status | head -1': the reader has what it wanted
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (so the interpreter's final flush stays quiet)
+        except OSError:
+            pass
+        return EXIT_BROKEN_PIPE
     except Exception as e:
         msg = _known_error(e)
         if msg is None:
             raise
         print(f"dfi: error: {msg}", file=sys.stderr)
-        return 2
+        from dfi_wire.client import DaemonUnavailable
+
+        return EXIT_UNAVAILABLE if isinstance(e, DaemonUnavailable) else 2
 
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from typing import Any
 
-from dfi_wire.client import DEFAULT_TIMEOUT_S, Client
+from dfi_wire.client import DEFAULT_TIMEOUT_S, Client, DaemonError
 
 from .. import paths
 from ..server import config as server_config
@@ -55,9 +55,39 @@ def daemon_argv(args: argparse.Namespace) -> list[str]:
 
 
 def connect(args: argparse.Namespace, announce: bool = True) -> tuple[Client, subprocess.Popen | None]:
+    """A client for a ready daemon; one running with other settings than the command gives is restarted
+    when a command auto-started it, and otherwise reported (never silently used)."""
     endpoint = apply_dirs(args)
-    return launch.connect(endpoint, args.timeout, getattr(args, "autostart", False), daemon_argv(args)
-                          if hasattr(args, "weights") else [], getattr(args, "start_timeout", 300.0), announce)
+    autostart = getattr(args, "autostart", False)
+    argv = daemon_argv(args) if hasattr(args, "weights") else []
+    start_timeout = getattr(args, "start_timeout", 300.0)
+    client, proc = launch.connect(endpoint, args.timeout, autostart, argv, start_timeout, announce)
+    if proc is not None:
+        return client, proc
+    differ = settings_differ(client, args)
+    if not differ:
+        return client, proc
+    settings = client.hello().get("settings", {})
+    client.close()
+    running = " ".join(f"--{k} {v}" for k, (v, _) in differ.items())
+    asked = " ".join(f"--{k} {w}" for k, (_, w) in differ.items())
+    if settings.get("auto_started") and autostart:
+        warn(f"the daemon on {endpoint} was started automatically with {running}; restarting it with {asked}")
+        launch.stop(endpoint)
+        return launch.connect(endpoint, args.timeout, True, argv, start_timeout, announce)
+    raise DaemonError("daemon_settings", f"The daemon on {endpoint} runs with {running}, but this command asks "
+                      f"for {asked}.", "Stop it with 'dfi daemon stop' and run the command again, or give another "
+                      "--endpoint to run a second daemon.")
+
+
+def settings_differ(client: Client, args: argparse.Namespace) -> dict[str, tuple[Any, Any]]:
+    """{option: (running, asked)} for the daemon options the user gave explicitly that the daemon differs in."""
+    given = getattr(args, "given", [])
+    asked = {k: getattr(args, k) for k in ("weights", "device", "database") if k in given and hasattr(args, k)}
+    if not asked:
+        return {}
+    settings = client.hello().get("settings", {})
+    return {k: (settings.get(k), v) for k, v in asked.items() if k in settings and str(settings[k]) != str(v)}
 
 
 def warn(msg: str) -> None:

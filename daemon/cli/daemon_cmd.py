@@ -22,10 +22,17 @@ def _start(args: argparse.Namespace) -> int:
         return run(server_config.config_from_args(args, endpoint, foreground=True))
     pid = paths.read_pid(endpoint)
     if pid:
+        with Client(endpoint, timeout=args.timeout) as client:
+            differ = common.settings_differ(client, args)
+        if differ:
+            running = " ".join(f"--{k} {v}" for k, (v, _) in differ.items())
+            print(f"dfi: a daemon is already running on {endpoint} (pid {pid}) with {running}, not the settings "
+                  "given here; stop it with 'dfi daemon stop' first, or use another --endpoint.", file=sys.stderr)
+            return 3
         print(f"dfi: a daemon is already running on {endpoint} (pid {pid})")
         return 0
     client, proc = launch.connect(endpoint, args.timeout, True, common.daemon_argv(args), args.start_timeout,
-                                  announce=False)
+                                  announce=False, on_demand=False)
     with client:
         hello = client.hello()
     print(f"daemon ready on {endpoint} (pid {proc.pid if proc else paths.read_pid(endpoint)})")

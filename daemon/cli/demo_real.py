@@ -94,7 +94,7 @@ def run_real(args: argparse.Namespace, endpoint: str, weights: str) -> dict[str,
             finally:
                 bar.close()
             fills = []
-            for s in (0.3, 0.6):
+            for s in (0.2, 0.35):
                 msg = P.inpaint_request(wire, P.image_map(mask.tobytes(), w, h, "L8"), s, iterations=args.iterations,
                                         k=12)
                 bar, on_event = common.progress_bar(f"demo fill {s:g}")

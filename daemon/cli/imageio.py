@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,12 @@ def _open(path: Path) -> Any:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        return Image.open(path)
+        with warnings.catch_warnings():  # our own pixel limit speaks instead of Pillow's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except Image.DecompressionBombError as e:
+        raise ImageFileError(f"{path} is too large to open safely ({e}). Crop it to the face or scale it "
+                             "down.") from None
     except FileNotFoundError:
         raise ImageFileError(f"No such file: {path}.") from None
     except UnidentifiedImageError:
@@ -58,6 +64,11 @@ def load_image(path: str | Path, max_pixels: int | None = None) -> Loaded:
                                  "Crop it to the face or scale it down.")
         if min(w, h) < P.MIN_SIDE:
             raise ImageFileError(f"{path} is {w}x{h}; DFI needs at least {P.MIN_SIDE}x{P.MIN_SIDE} pixels.")
+        try:
+            im.load()
+        except (OSError, SyntaxError, ValueError) as e:  # truncated or damaged data shows only when decoding
+            raise ImageFileError(f"{path} cannot be decoded ({e}); the file is truncated or damaged. Export it "
+                                 "again.") from None
         mode, note = im.mode, None
         if mode.startswith("I") or mode == "F":  # Pillow's convert() would clip 16-bit values, not scale them
             im = _to_8bit(im)
@@ -114,14 +125,13 @@ def to_pil(wire: dict[str, Any]) -> Any:
 
 def save_atomic(image: Any, out: Path, info: dict[str, Any] | None = None) -> None:
     """Write a PIL image via a temporary file in the same folder + os.replace."""
-    from PIL import Image
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    ext = out.suffix.lower()
-    fmt = Image.registered_extensions().get(ext)
-    if fmt is None:
-        raise ImageFileError(f"Cannot tell the image format from {out.name!r}; end the name in .png, .jpg or .tif.")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    fmt = output_format(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    except OSError as e:
+        raise ImageFileError(f"Cannot write {out}: {e.strerror or e}. Choose a writable folder with -o.") from None
     try:
         with os.fdopen(fd, "wb") as f:
             image.save(f, format=fmt, **(info or {}))
@@ -130,6 +140,37 @@ def save_atomic(image: Any, out: Path, info: dict[str, Any] | None = None) -> No
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def output_format(out: Path) -> str:
+    from PIL import Image
+
+    fmt = Image.registered_extensions().get(out.suffix.lower())
+    if fmt is None:
+        raise ImageFileError(f"Cannot tell the image format from {out.name!r}; end the name in .png, .jpg or .tif.")
+    return fmt
+
+
+def check_writable(outputs: list[Path]) -> None:
+    """Before any work: every output has a known format and lands in a folder we can create and write."""
+    for out in outputs:
+        output_format(out)
+        folder = out.parent if str(out.parent) else Path(".")
+        existing = next((p for p in [folder, *folder.parents] if p.exists()), Path("."))
+        if not existing.is_dir():
+            raise ImageFileError(f"Cannot write {out}: {existing} is not a folder.")
+        if not os.access(existing, os.W_OK | os.X_OK) or _read_only_fs(existing):
+            raise ImageFileError(f"Cannot write {out}: {existing} is not writable. Choose another folder with -o.")
+        if out.is_dir():
+            raise ImageFileError(f"Cannot write {out}: it is a folder.")
+
+
+def _read_only_fs(folder: Path) -> bool:
+    """root passes os.access on a read-only mount (/proc, a read-only bind): ask the file system itself."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY) or str(folder.resolve()).startswith(("/proc", "/sys"))
+    except OSError:
+        return False
 
 
 def _umask() -> int:

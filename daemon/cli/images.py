@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import os
 from pathlib import Path
 from typing import Any
 
@@ -60,18 +61,43 @@ def _options(args: argparse.Namespace, edit: bool) -> dict[str, Any]:
     return {k: v for k, v in opts.items() if v is not None}
 
 
+def _outputs(args: argparse.Namespace, edit: bool, src: Path, strengths: list) -> list[Path]:
+    if edit:
+        return [imageio.render(args.output, src, attribute=args.attribute, strength=f"{s:g}", index=i)
+                for i, s in enumerate(strengths)]
+    return [imageio.render(args.output, src, attribute="inpaint", strength="", index=0)]
+
+
 def _run(args: argparse.Namespace, edit: bool) -> int:
     inputs = expand(args.images)
     strengths = parse_strengths(args.strength) if edit else [args.strength]
+    # a re-run's glob also matches the previous run's results: those are outputs, not inputs
+    made_by = {os.path.realpath(o): os.path.realpath(src) for src in inputs
+               for o in _outputs(args, edit, src, strengths)}
+    ours = [src for src in inputs if made_by.get(os.path.realpath(src), os.path.realpath(src)) !=
+            os.path.realpath(src)]  # an output of *another* input; one's own output is refused below
+    inputs = [src for src in inputs if src not in ours]
+    if ours:
+        common.warn(f"leaving out {len(ours)} file(s) that are results of this command (e.g. {ours[0].name})")
+    if not inputs:
+        raise imageio.ImageFileError("Every file given is a result of this command; nothing to edit.")
     plans: list[tuple[Path, list[Path]]] = []
+    skipped = 0
     for src in inputs:
-        if edit:
-            outs = [imageio.render(args.output, src, attribute=args.attribute, strength=f"{s:g}", index=i)
-                    for i, s in enumerate(strengths)]
-        else:
-            outs = [imageio.render(args.output, src, attribute="inpaint", strength="", index=0)]
+        outs = _outputs(args, edit, src, strengths)
+        if args.skip_existing and all(o.exists() for o in outs):
+            skipped += 1
+            continue
         plans.append((src, outs))
     imageio.check_outputs(inputs, [o for _, outs in plans for o in outs])
+    imageio.check_writable([o for _, outs in plans for o in outs])
+    existing = [o for _, outs in plans for o in outs if o.exists()]
+    if existing:
+        common.warn(f"{len(existing)} existing output(s) will be replaced (e.g. {existing[0]}); "
+                    "--skip-existing keeps them")
+    if not plans:
+        common.warn(f"all {skipped} file(s) already have their outputs (--skip-existing); nothing to do")
+        return 0
     for src in inputs:  # read every mask up front: a wrong one fails before any work
         if args.mask and not Path(imageio.render(args.mask, src) if "{" in args.mask else args.mask).is_file():
             raise imageio.ImageFileError(f"Mask file for {src} not found: {args.mask}.")
@@ -104,6 +130,8 @@ def _run(args: argparse.Namespace, edit: bool) -> int:
                     raise
                 failed += 1
                 common.warn(f"{src}: {e}")
+    if len(plans) + skipped > 1:
+        common.warn(f"done: {len(plans) - failed} edited, {skipped} skipped (outputs existed), {failed} failed")
     if failed:
         common.warn(f"{failed} of {len(plans)} files failed")
         return 1
@@ -151,6 +179,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--align", action=argparse.BooleanOptionalAction, default=None,
                    help="detect and align the face to the database's frame (default with a face database); "
                         "--no-align works on the whole image as it is")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="leave out images whose outputs all exist (resume a batch); otherwise existing outputs "
+                        "are replaced, with a warning")
     common.add_connection_options(p)
 
 

@@ -62,7 +62,8 @@ def wait_ready(client: Client, timeout: float, proc: subprocess.Popen | None = N
 
 
 def connect(endpoint: str, timeout: float, autostart: bool, daemon_argv: list[str],
-            start_timeout: float = 300.0, announce: bool = True) -> tuple[Client, subprocess.Popen | None]:
+            start_timeout: float = 300.0, announce: bool = True,
+            on_demand: bool = True) -> tuple[Client, subprocess.Popen | None]:
     """A client talking to a ready daemon on ``endpoint``; starts one if none runs and ``autostart``.
 
     Returns (client, the daemon process if this call started it).
@@ -88,7 +89,7 @@ def connect(endpoint: str, timeout: float, autostart: bool, daemon_argv: list[st
         if announce:
             print(f"dfi: starting the daemon on {endpoint} ...", file=sys.stderr, flush=True)
         t0 = time.monotonic()
-        proc = start_detached(endpoint, daemon_argv)
+        proc = start_detached(endpoint, [*daemon_argv, "--auto-started"] if on_demand else daemon_argv)
         wait_ready(client, start_timeout, proc)
         if announce:
             print(f"dfi: daemon ready (pid {proc.pid}, {time.monotonic() - t0:.1f} s)", file=sys.stderr, flush=True)

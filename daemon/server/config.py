@@ -27,7 +27,7 @@ class StartError(Exception):
 class Config:
     endpoint: str
     weights: str = "auto"
-    device: str = "cpu"
+    device: str = "auto"
     database: str = "auto"
     threads: int = 0  # 0 = torch's default
     max_queue: int = 8
@@ -37,6 +37,7 @@ class Config:
     curve_dir: str | None = None
     warm_up: bool = True
     foreground: bool = True
+    auto_started: bool = False  # started by a command that needed it, not by 'dfi daemon start'
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,7 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=env("DFI_WEIGHTS", "auto"),
                    help="feature network: auto | torchvision | gatys | vgg16-hed | random[:SEED] | PATH "
                         "(env DFI_WEIGHTS; auto = VGG-19 if its file is cached, else vgg16-hed)")
-    p.add_argument("--device", default=env("DFI_DEVICE", "cpu"), help="torch device, e.g. cpu or cuda (env DFI_DEVICE)")
+    p.add_argument("--device", default=env("DFI_DEVICE", "auto"),
+                   help="auto (CUDA, then Apple MPS, then CPU) | cpu | cuda | cuda:N | mps (env DFI_DEVICE)")
     p.add_argument("--database", default=env("DFI_DATABASE", "auto"),
                    help="neighbour source: PATH of a face database | auto (the one 'dfi db fetch lfw' made, if any) "
                         "| synthetic (offline smoke test) | none (env DFI_DATABASE)")
@@ -59,10 +61,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--curve-dir", default=env("DFI_CURVE_DIR"),
                    help="folder with server.key_secret and clients/*.key: CURVE for remote TCP use")
     p.add_argument("--no-warm-up", dest="warm_up", action="store_false", help="skip the warm-up pass")
+    p.add_argument("--auto-started", action="store_true", help=argparse.SUPPRESS)
+
+
+def validate(cfg: Config) -> None:
+    """Refuse numbers that would start a daemon which refuses everything."""
+    checks = [("--max-queue", cfg.max_queue, 0, "0 or more"), ("--max-pixels", cfg.max_pixels, 1, "at least 1"),
+              ("--max-message-mb", cfg.max_message_bytes, 1024, "at least 0.001"),
+              ("--client-timeout", cfg.client_timeout_s, 0.5, "at least 0.5 (seconds)"),
+              ("--threads", cfg.threads, 0, "0 (torch's default) or more")]
+    for flag, value, low, what in checks:
+        if not value >= low or value != value:  # also NaN
+            shown = value / 2**20 if flag == "--max-message-mb" else value
+            raise StartError(f"{flag} {shown:g} is not usable: it must be {what}.", EXIT_USAGE)
+    if cfg.max_pixels < P.MIN_SIDE**2:
+        raise StartError(f"--max-pixels {cfg.max_pixels} is below the smallest image ({P.MIN_SIDE}x{P.MIN_SIDE}).",
+                         EXIT_USAGE)
 
 
 def config_from_args(args: argparse.Namespace, endpoint: str, foreground: bool) -> Config:
     return Config(endpoint=endpoint, weights=args.weights, device=args.device, database=args.database,
                   threads=args.threads, max_queue=args.max_queue, max_pixels=args.max_pixels,
                   max_message_bytes=int(args.max_message_mb * 1024 * 1024), client_timeout_s=args.client_timeout,
-                  curve_dir=args.curve_dir, warm_up=args.warm_up, foreground=foreground)
+                  curve_dir=args.curve_dir, warm_up=args.warm_up, foreground=foreground,
+                  auto_started=bool(getattr(args, "auto_started", False)))

@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ from .jobs import ClientWatch, Job, JobQueue, QueueFull
 from .worker import EVENTS, Worker
 
 log = logging.getLogger("dfi.daemon")
+PAUSED_S = 2.0  # a main-loop gap longer than this means the process itself was not running
+STOP_GRACE_S = 5.0  # how long a stop waits for the running job to notice its cancel
 
 
 class Daemon:
@@ -46,6 +49,9 @@ class Daemon:
         self.runner: Any = None
         self.worker: Worker | None = None
         self.lock = EndpointLock(cfg.endpoint)
+        # what it was started with (before 'auto' is resolved), so a command can tell it asks for something else
+        self.settings = {"weights": cfg.weights, "device": cfg.device, "database": cfg.database,
+                         "auto_started": cfg.auto_started}
         self._auth: Any = None
 
     # ------------------------------------------------------------------ start-up
@@ -57,6 +63,7 @@ class Daemon:
         import torch
 
         from dfi_engine import load_network
+        from dfi_engine.devices import resolve_device
 
         from ..paths import user_attributes_path
         from .runner import Runner
@@ -65,6 +72,7 @@ class Daemon:
         if self.cfg.threads > 0:
             torch.set_num_threads(self.cfg.threads)
         t0 = time.perf_counter()
+        self.cfg = replace(self.cfg, device=str(resolve_device(self.cfg.device)))
         net = load_network(self.cfg.weights, self.cfg.device, progress=self.cfg.foreground)
         net.eval()
         try:
@@ -111,10 +119,16 @@ class Daemon:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.events, zmq.POLLIN)
-        next_check = time.monotonic()
+        next_check = last = time.monotonic()
         log.info("ready on %s (pid %d)", self.cfg.endpoint, os.getpid())
         while not self.stopping.is_set():
             ready = dict(poller.poll(200))
+            now = time.monotonic()
+            if now - last > PAUSED_S:  # this loop never sleeps that long: the process was stopped
+                log.info("resumed after %.1f s without running; client silence timers restarted", now - last)
+                self.watch.restart()
+                next_check = now + self.cfg.client_timeout_s / 2  # let the queued heartbeats arrive first
+            last = now
             if self.events in ready:
                 self._forward_events()
             if self.router in ready:
@@ -254,7 +268,8 @@ class Daemon:
     def _describe(self) -> dict[str, Any]:
         src = self.runner.source
         return {"weights": self.runner.net.label, "device": self.cfg.device,
-                "database": src.label if src else None, "synthetic": bool(src and src.synthetic)}
+                "database": src.label if src else None, "synthetic": bool(src and src.synthetic),
+                "settings": self.settings}
 
     def _status(self) -> dict[str, Any]:
         running, waiting = self.queue.snapshot()
@@ -275,10 +290,16 @@ class Daemon:
         for job in self.queue.close("shutting_down"):
             self._send(job.client, P.error_reply("shutting_down", "The daemon is shutting down; the job was "
                                                  "cancelled before it started.", None, job.req_id, job=job.id))
+        running, _ = self.queue.snapshot()
+        if running is not None:  # tell its client now: it must not wait through the worker's last second
+            self._send(running.client, P.error_reply("shutting_down", "The daemon is shutting down; the job was "
+                                                     "cancelled.", None, running.req_id, job=running.id))
         if self.worker is not None:
-            self.worker.join(timeout=30)
+            self.worker.join(timeout=STOP_GRACE_S)  # cancel is checked at least every second
             if self.router is not None and self.events is not None:
                 self._forward_events()
+            if self.worker.thread.is_alive():
+                self._abandon_worker()
         if self.events is not None:
             self.events.close(linger=0)
         if self.router is not None:
@@ -289,6 +310,23 @@ class Daemon:
             self.ctx.term()
         self.lock.release()
         log.info("stopped")
+
+
+    def _abandon_worker(self) -> None:
+        """The worker is inside one long call that cannot be interrupted: tell its client, clean up, and leave.
+
+        Terminating the ZeroMQ context under a thread that still holds a socket aborts the process
+        (and the client would never hear why), so the process exits without waiting for it.
+        """
+        log.warning("the running job did not stop within %.0f s; exiting without waiting for it", STOP_GRACE_S)
+        if self.router is not None:
+            self.router.close(linger=500)  # the replies already queued still leave
+        self.lock.release()
+        if self._auth is not None:
+            self._auth.stop()
+        log.info("stopped")
+        logging.shutdown()
+        os._exit(0)
 
 
 def server_version() -> str:

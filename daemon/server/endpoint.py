@@ -11,6 +11,7 @@ import fcntl
 import ipaddress
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ class EndpointLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
+        self._refuse_non_socket()
         if not self.pid_path.parent.exists():  # an explicit ipc path in a new folder: make it private
             self.pid_path.parent.mkdir(mode=0o700, parents=True)
         fd = os.open(self.pid_path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -85,6 +87,13 @@ class EndpointLock:
         if self.sock_path is not None and (self.sock_path.exists() or self.sock_path.is_symlink()):
             log.info("removing stale socket %s left by a daemon that did not shut down", self.sock_path)
             self.sock_path.unlink()
+
+    def _refuse_non_socket(self) -> None:
+        """Only a stale *socket* may be replaced: an ipc path naming any other file is the user's file."""
+        path = self.sock_path
+        if path is not None and (path.exists() or path.is_symlink()) and not stat.S_ISSOCK(path.lstat().st_mode):
+            raise StartError(f"{path} exists and is not a socket; the daemon will not replace it. Choose another "
+                             "--endpoint (ipc://PATH names the socket the daemon creates).", EXIT_USAGE)
 
     @property
     def held(self) -> bool:

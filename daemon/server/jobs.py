@@ -151,6 +151,12 @@ class ClientWatch:
     def silent(self, client: bytes) -> float:
         return time.monotonic() - self._seen.get(client, 0.0)
 
+    def restart(self) -> None:
+        """Start every client's silence anew: after the daemon itself was paused (SIGSTOP, a suspended
+        laptop), the gap says nothing about the clients, whose heartbeats are still on their way."""
+        now = time.monotonic()
+        self._seen = dict.fromkeys(self._seen, now)
+
     def expired_jobs(self, jobs: list[Job]) -> list[Job]:
         return [j for j in jobs if not j.cancelled and self.silent(j.client) > self.timeout_s]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import paths
-from .config import EXIT_ERROR, EXIT_OK, EXIT_USAGE, Config, StartError, add_arguments, config_from_args
+from .config import EXIT_ERROR, EXIT_OK, EXIT_USAGE, Config, StartError, add_arguments, config_from_args, validate
 from .daemon import Daemon
 from .endpoint import check_endpoint
 
@@ -54,6 +54,7 @@ def run(cfg: Config) -> int:
     signal.signal(signal.SIGINT, on_signal)
     locked = False
     try:
+        validate(cfg)
         check_endpoint(cfg.endpoint, bool(cfg.curve_dir))
         daemon.acquire_lock()
         locked = True

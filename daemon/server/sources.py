@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypedDict
 
@@ -80,22 +80,11 @@ class SyntheticSource:
     def attributes(self) -> list[Attribute]:
         return [dict(a) for a in self._ATTRIBUTES]  # type: ignore[misc]
 
-    def _render(self, tag: str, beard: bool, shape: tuple[int, int], k: int) -> list[np.ndarray]:
-        """K faces at exactly ``shape`` (H, W); deterministic per (seed, tag, shape)."""
-        from PIL import Image
-
-        from dfi_engine.synthetic import face
-
-        h, w = shape
-        side = max(h, w)
-        rng = np.random.default_rng([self.seed, zlib.crc32(tag.encode()), h, w])
-        out = []
-        for _ in range(k):
-            im = face(rng, beard, side)
-            if (h, w) != (side, side):
-                im = np.asarray(Image.fromarray(im).resize((w, h), Image.BILINEAR))
-            out.append(im)
-        return out
+    def _render(self, tag: str, beard: bool, shape: tuple[int, int], k: int,
+                cancel: Callable[[], bool] | None = None) -> Rendered:
+        """K faces at exactly ``shape`` (H, W), rendered one at a time as they are read (bounded memory,
+        a cancel check per face); deterministic per (seed, tag, shape), so it can be read twice."""
+        return Rendered(self.seed, tag, beard, shape, k, cancel)
 
     def edit(self, net, image, mask, attribute, strengths, options, align, k, progress, cancel):
         import dfi_engine as dfi
@@ -103,9 +92,9 @@ class SyntheticSource:
         if attribute not in {a["name"] for a in self._ATTRIBUTES}:
             raise UnknownAttribute(attribute)
         shape = image.shape[:2]
-        source, target = self._render("source", False, shape, k), self._render("target", True, shape, k)
+        source, target = self._render("source", False, shape, k, cancel), self._render("target", True, shape, k,
+                                                                                       cancel)
         w = dfi.attribute_vector(net, source, target, options.batch_size, shape, progress, (k, k))
-        del source, target
         return dfi.apply_vector(net, image, w, strengths, mask, options, progress, cancel)
 
     def inpaint(self, net, image, mask, strength, options, align, k, progress, cancel):
@@ -115,10 +104,53 @@ class SyntheticSource:
         import dfi_engine as dfi
 
         shape = image.shape[:2]
-        nb = [*self._render("inpaint-a", False, shape, (k + 1) // 2), *self._render("inpaint-b", True, shape, k // 2)]
+        nb = Chain(self._render("inpaint-a", False, shape, (k + 1) // 2, cancel),
+                   self._render("inpaint-b", True, shape, k // 2, cancel))
         options = dataclasses.replace(options, scaling=options.scaling or self.inpaint_scaling)
         return dfi.inpaint(net, image, mask, nb, self.inpaint_strength if strength is None else strength,
                            options, progress, cancel)
+
+
+class Rendered:
+    """Synthetic faces made on the fly each time they are iterated (see ``SyntheticSource._render``)."""
+
+    def __init__(self, seed: int, tag: str, beard: bool, shape: tuple[int, int], k: int,
+                 cancel: Callable[[], bool] | None) -> None:
+        self.seed, self.tag, self.beard, self.shape, self.k, self.cancel = seed, tag, beard, shape, k, cancel
+
+    def __len__(self) -> int:
+        return self.k
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        from PIL import Image
+
+        from dfi_engine.errors import CancelledError
+        from dfi_engine.synthetic import face
+
+        h, w = self.shape
+        side = max(h, w)
+        rng = np.random.default_rng([self.seed, zlib.crc32(self.tag.encode()), h, w])
+        for _ in range(self.k):
+            if self.cancel is not None and self.cancel():
+                raise CancelledError("The job was cancelled.")
+            im = face(rng, self.beard, side)
+            if (h, w) != (side, side):
+                im = np.asarray(Image.fromarray(im).resize((w, h), Image.BILINEAR))
+            yield im
+
+
+class Chain:
+    """Several re-iterable sets read as one, any number of times."""
+
+    def __init__(self, *parts: Rendered) -> None:
+        self.parts = parts
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for p in self.parts:
+            yield from p
 
 
 class FaceDatabaseSource:

@@ -20,6 +20,9 @@ from . import protocol as P
 DEFAULT_TIMEOUT_S = 30.0
 
 
+LIVENESS_S = 5.0  # a daemon silent this long during a job is taken as gone
+
+
 class DaemonError(Exception):
     """An error reply from the daemon, or the daemon not answering; ``code`` as in the protocol."""
 
@@ -66,13 +69,29 @@ class Client:
             self.sock.curve_serverkey = server_public
             self.sock.curve_publickey = public
             self.sock.curve_secretkey = secret
+        # Connection events tell a daemon that died (its socket closed) from one that is merely paused.
+        self._monitor = self.sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        self._connected: bool | None = None
         self.sock.connect(endpoint)
         self._ids = itertools.count(1)
         self.limits: dict[str, Any] = {}
 
     def close(self) -> None:
+        try:
+            self.sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        self._monitor.close(linger=0)
         self.sock.close(linger=0)
         self.ctx.term()
+
+    def peer_gone(self) -> bool:
+        """True once the daemon's end of the connection has closed (a crash or kill), not while it is paused."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        while self._monitor.poll(0):
+            self._connected = recv_monitor_message(self._monitor)["event"] == zmq.EVENT_CONNECTED
+        return self._connected is False
 
     def __enter__(self) -> Client:
         return self
@@ -111,9 +130,9 @@ class Client:
                 raise DaemonUnavailable(
                     f"The daemon on {self.endpoint} did not answer within {timeout:g} s.",
                     "Is it running? Check 'dfi daemon status' and 'dfi daemon logs'.")
-            if reply.get("id") != rid:
+            if reply.get("id") != rid and not (reply.get("id") is None and reply.get("type") == "error"):
                 continue  # a late reply to an earlier request
-            if reply.get("type") == "error":
+            if reply.get("type") == "error":  # nil id: the daemon could not even decode the request
                 raise DaemonError(reply.get("code", "error"), reply.get("message", "error"), reply.get("hint"), reply)
             return reply
 
@@ -160,6 +179,9 @@ class Client:
         interval = float(accepted.get("heartbeat_interval_s", P.HEARTBEAT_INTERVAL_S))
         heard = progressed = time.monotonic()
         next_beat = heard + interval
+        # The main loop answers heartbeats even while the worker computes: silence with a closed connection
+        # means the daemon is gone; silence on an open one (a paused daemon) is waited out up to ``timeout``.
+        alive_s = min(timeout, max(LIVENESS_S, 4 * interval))
         try:
             while True:
                 now = time.monotonic()
@@ -174,11 +196,12 @@ class Client:
                 reply = self.receive(min(next_beat - now, interval))
                 now = time.monotonic()
                 if reply is None:
-                    if now - heard > timeout:
+                    if now - heard > timeout or (now - heard > alive_s and self.peer_gone()):
                         raise DaemonUnavailable(
                             f"The daemon on {self.endpoint} stopped answering while running {job} "
-                            f"(nothing for {timeout:g} s); it may have crashed or been stopped.",
-                            "See 'dfi daemon logs', then retry (the daemon restarts automatically).")
+                            f"(no heartbeat reply for {now - heard:.0f} s); it crashed or was stopped.",
+                            "See 'dfi daemon logs', then retry: 'dfi daemon start' starts a new one (commands "
+                            "start it themselves unless --no-autostart is given).")
                     continue
                 heard = now
                 kind = reply.get("type")

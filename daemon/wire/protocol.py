@@ -20,6 +20,8 @@ from typing import Any
 
 import msgpack
 
+from .guard import check_shape
+
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 
@@ -113,18 +115,32 @@ def unpack(frame: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> dict[str
     if len(frame) > max_bytes:
         raise ProtocolError("too_large", f"Message of {len(frame):,} bytes exceeds the limit of {max_bytes:,}.",
                             "Send a smaller image (select the face) or raise the daemon's --max-message-mb.")
+    check_shape(frame, ProtocolError)
     try:
         msg = msgpack.unpackb(
             frame, raw=False, strict_map_key=True, max_bin_len=max_bytes, max_str_len=MAX_STR_LEN * 16,
             max_array_len=4096, max_map_len=256, max_ext_len=0,
         )
     except Exception as e:  # msgpack raises several unrelated types (ValueError, ExtraData, StackError, ...)
-        raise ProtocolError("bad_message", f"Could not decode the message as msgpack ({type(e).__name__}).",
+        raise ProtocolError("bad_message", f"Could not decode the message as msgpack: {_decode_reason(e)}.",
                             "Send exactly one frame holding one msgpack map.") from None
     if not isinstance(msg, dict):
         raise ProtocolError("bad_message", f"Message is a msgpack {type(msg).__name__}, not a map.",
                             "Send one msgpack map with 'v' and 'op' keys.")
     return msg
+
+
+def _decode_reason(e: Exception) -> str:
+    """msgpack's reason in words a client author can act on."""
+    text = str(e)
+    for key, what in (("max_array_len", "a list"), ("max_map_len", "a map"), ("max_str_len", "a string"),
+                      ("max_bin_len", "a binary field"), ("max_ext_len", "an extension type")):
+        if key in text:
+            limit = text.rsplit("(", 1)[-1].rstrip(")") if "(" in text else "?"
+            return (f"{what} is longer than the {limit} entries any message may hold (the fields have lower "
+                    "limits of their own, e.g. at most 16 strengths)") if key in ("max_array_len", "max_map_len") \
+                else f"{what} is longer than {limit} bytes"
+    return f"{type(e).__name__}: {text[:120]}" if text else type(e).__name__
 
 
 def error_reply(code: str, message: str, hint: str | None = None, req_id: Any = None, **extra: Any) -> dict:
@@ -303,9 +319,11 @@ def validate_request(msg: dict[str, Any], limits: Limits = Limits()) -> dict[str
                             f"This daemon speaks versions {list(SUPPORTED_VERSIONS)}; upgrade the older side.",
                             supported=list(SUPPORTED_VERSIONS))
     op = msg.get("op")
+    if op is None:
+        raise ProtocolError("unknown_op", "The message has no 'op' field.", f"Add 'op', one of: {', '.join(OPS)}.")
     if not isinstance(op, str) or op not in OPS:
-        shown = op[:40] if isinstance(op, str) else type(op).__name__
-        raise ProtocolError("unknown_op", f"Unknown operation {shown!r}.", f"Use one of: {', '.join(OPS)}.")
+        shown = repr(op[:40]) if isinstance(op, str) else f"of type {type(op).__name__}"
+        raise ProtocolError("unknown_op", f"Unknown operation {shown}.", f"Use one of: {', '.join(OPS)}.")
     if "id" in msg and request_id(msg) is None and msg["id"] is not None:
         raise _bad("id", f"must be an integer or a string of at most {MAX_ID_LEN} characters")
     fields = OPS[op]
