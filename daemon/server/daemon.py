@@ -86,7 +86,6 @@ class Daemon:
         if self.cfg.warm_up:
             log.info("warm-up pass: %.2f s", self.runner.warm_up())
 
-
     def bind(self) -> None:
         self.ctx = zmq.Context()
         r = self.ctx.socket(zmq.ROUTER)
@@ -310,7 +309,6 @@ class Daemon:
             self.ctx.term()
         self.lock.release()
         log.info("stopped")
-
 
     def _abandon_worker(self) -> None:
         """The worker is inside one long call that cannot be interrupted: tell its client, clean up, and leave.
