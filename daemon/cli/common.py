@@ -106,7 +106,7 @@ class ProgressBar:
 
         if self.bar is None:
             self.bar = tqdm(total=100, desc=self.desc, unit="%", file=sys.stderr, leave=True, dynamic_ncols=True,
-                            bar_format="{desc}: {percentage:3.0f}%|{bar}|{postfix}")
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
         bar, kind = self.bar, ev.get("type")
         if kind == "accepted":
             bar.set_postfix_str(f"queued, {ev['position']} ahead" if ev.get("position") else "starting")
