@@ -159,6 +159,19 @@ def layer_noun(label: str) -> str:
     return label[:1].lower() + label[1:]
 
 
+def strength_hint(item: Any, attrs: list[dict[str, Any]], chosen: str | None = None) -> str:
+    """The sensible range of strengths for the menu item's attribute, as the daemon's network defines it."""
+    name = "inpaint" if item.inpaint else (item.attribute or chosen)
+    a = next((a for a in attrs if a.get("name") == name), None)
+    if item.inpaint or a is None:
+        return "Strength 0 uses the daemon's default for Fill selection." if item.inpaint else ""
+    top, default = a.get("strength_max"), a.get("default_strength")
+    if top is None or default is None:
+        return ""
+    return (f"Strengths: a comma-separated list, one new layer each. For {a.get('label', name)} about "
+            f"0–{top:g} makes sense (default {default:g}; {a.get('scaling', 'relative')} scaling).")
+
+
 def layer_name(noun: str, strength: float | None) -> str:
     return f"DFI {noun}" if strength is None else f"DFI {noun} {strength:g}"
 

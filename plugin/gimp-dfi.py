@@ -64,21 +64,23 @@ class DFIPlugIn(Gimp.PlugIn):
                                "daemon (started automatically).", name)
         proc.set_attribution("gimp-dfi authors", "gimp-dfi authors (Apache-2.0)", "2026")
         if item.attribute is None:
-            proc.add_string_argument("attribute", "Attribute", "Attribute name as 'dfi attributes' lists it",
+            proc.add_string_argument("attribute", "_Attribute", "Attribute name as 'dfi attributes' lists it",
                                      "facehair", RW)
         if item.inpaint:
-            proc.add_double_argument("strength", "Strength", "Fill strength; 0 = the daemon's default",
+            proc.add_double_argument("strength", "_Strength (0 = default)", "Fill strength; 0 = the daemon's default",
                                      0.0, 10.0, 0.0, RW)
         else:
-            proc.add_string_argument("strengths", "Strengths", "One new layer per strength, separated by commas "
-                                     "(e.g. 0.4, 0.8); empty = the attribute's default", "", RW)
-        proc.add_choice_argument("quality", "Quality", "Iterations of the inversion",
+            proc.add_string_argument("strengths", "_Strengths (comma-separated, one layer each)",
+                                     "One new layer per strength, separated by commas (e.g. 0.2, 0.4); empty = the "
+                                     "attribute's default", "", RW)
+        proc.add_choice_argument("quality", "_Quality", "Iterations of the inversion",
                                  _choice({k: v[1] for k, v in B.QUALITY.items()}), "balanced", RW)
-        proc.add_int_argument("iterations", "Iterations", "Overrides the quality preset when above 0",
+        proc.add_int_argument("iterations", "_Iterations (0 = use the quality preset)",
+                              "Overrides the quality preset when above 0",
                               0, 10000, 0, RW)
-        proc.add_choice_argument("color", "Colour match", "Match the result's colours to the original",
+        proc.add_choice_argument("color", "_Colour match", "Match the result's colours to the original",
                                  _choice(B.COLOR), "channel", RW)
-        proc.add_choice_argument("alignment", "Face alignment", "Align the face to the database's frame",
+        proc.add_choice_argument("alignment", "Face _alignment", "Align the face to the database's frame",
                                  _choice(B.ALIGNMENT), "auto", RW)
         return proc
 
@@ -149,6 +151,13 @@ class DFIPlugIn(Gimp.PlugIn):
             box.show_all()
             dialog.get_content_area().pack_start(box, False, False, 6)
         dialog.fill(names)
+        hint = B.strength_hint(item, attrs, config.get_property("attribute") if item.attribute is None else None)
+        if hint:
+            label = Gtk.Label(label=hint)
+            label.set_line_wrap(True)
+            label.set_xalign(0.0)
+            label.show()
+            dialog.get_content_area().pack_start(label, False, False, 6)
         ok = dialog.run()
         dialog.destroy()
         return ok

@@ -52,6 +52,17 @@ def test_strengths(bridge):
         bridge.parse_strengths(" ".join(["1"] * 17))
 
 
+def test_the_dialog_names_a_sensible_strength_range_from_the_daemon(bridge):
+    attrs = [{"name": "facehair", "label": "Add facial hair", "default_strength": 0.3, "strength_max": 1.0,
+              "scaling": "relative"}]
+    hair = bridge.MENU_BY_PROC["plug-in-dfi-facial-hair"]
+    hint = bridge.strength_hint(hair, attrs)
+    assert "comma-separated" in hint and "0–1" in hint and "default 0.3" in hint
+    assert bridge.strength_hint(hair, []) == ""  # an old daemon without ranges: no invented numbers
+    fill = next(m for m in bridge.MENU if m.inpaint)
+    assert "default" in bridge.strength_hint(fill, attrs)
+
+
 def test_crop_box_adds_context_and_stays_inside_the_layer(bridge):
     assert bridge.crop_box(400, 300, None) == (0, 0, 400, 300)
     assert bridge.crop_box(400, 300, (100, 100, 200, 180)) == (75, 80, 150, 120)  # 25 % of each side added
