@@ -160,8 +160,9 @@ def _attributes(args: argparse.Namespace) -> int:
         reply = client.attributes()
     attrs = reply.get("attributes", [])
     if not attrs:
-        print("The daemon has no neighbour database, so no attributes are defined. Start it with --database "
-              "(e.g. --database synthetic for the offline smoke test).")
+        print("The daemon has no neighbour database, so no attributes are defined. Give --database PATH (a face "
+              "database from 'dfi db build' or 'dfi db fetch lfw'; 'dfi demo' leaves one in out/demo/glasses.db), "
+              "or --database synthetic for the offline smoke test.")
         return 1
     print(f"neighbours: {reply.get('source')}")
     for a in attrs:

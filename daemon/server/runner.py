@@ -43,8 +43,9 @@ class Runner:
         if self.source is None:
             raise P.ProtocolError(
                 "no_database", "The daemon has no neighbour database, so it cannot compute an edit.",
-                "Start the daemon with --database PATH (see 'dfi db'), or with --database synthetic "
-                "for the offline smoke test.")
+                "Give --database PATH: a face database from 'dfi db build' or 'dfi db fetch lfw' ('dfi demo' "
+                "leaves one in out/demo/glasses.db, attribute dark_glasses), or --database synthetic for the "
+                "offline smoke test.")
         if req.get("options", {}).get("align") and not self.source.can_align:
             raise P.ProtocolError(
                 "align_unavailable", f"Face alignment was requested but {self.source.label} has no face frame.",
