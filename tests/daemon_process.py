@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 from dfi_daemon.bench.private_daemon import PrivateDaemon
@@ -30,6 +32,17 @@ def env_for(base: Path) -> dict[str, str]:
     """The caller's environment with every dfi folder pointed into ``base`` (and no other DFI_ settings)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DFI_")}
     return {**env, "DFI_RUNTIME_DIR": str(base / "run"), "DFI_STATE_DIR": str(base / "state")}
+
+
+def run_cli(base: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    """``dfi ARGS`` in a subprocess with its folders in ``base``."""
+    return subprocess.run([sys.executable, "-m", "dfi_daemon.cli", *args], env=env_for(base), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def running_job(d: PrivateDaemon) -> str | None:
+    with d.client(5) as c:
+        return c.status()["queue"]["running"]
 
 
 def kill_daemons(runtime_dir: Path) -> list[int]:

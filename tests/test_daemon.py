@@ -23,7 +23,7 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
-from daemon_process import DaemonProcess
+from daemon_process import DaemonProcess, running_job
 from dfi_wire import protocol as P
 from dfi_wire.client import DaemonError
 from PIL import Image
@@ -86,11 +86,6 @@ def wait_for(cond, timeout: float, step: float = 0.1):
             return v
         time.sleep(step)
     return None
-
-
-def running_job(d: DaemonProcess) -> str | None:
-    with d.client(5) as c:
-        return c.status()["queue"]["running"]
 
 
 # --------------------------------------------------------------------------- set-up and security

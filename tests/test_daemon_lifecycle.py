@@ -6,20 +6,18 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from daemon_process import DaemonProcess, env_for
+from daemon_process import DaemonProcess, run_cli
 from dfi_wire import protocol as P
 from dfi_wire.client import Client, DaemonError, DaemonUnavailable
 
 
 def dfi(base: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dfi_daemon.cli", *args], env=env_for(base), capture_output=True,
-                          text=True, timeout=timeout)
+    return run_cli(base, *args, timeout=timeout)
 
 
 def free_port() -> int:

@@ -15,7 +15,7 @@ import msgpack
 import pytest
 import torch
 import zmq
-from daemon_process import DaemonProcess, env_for
+from daemon_process import DaemonProcess, env_for, run_cli, running_job
 from dfi_wire import protocol as P
 
 
@@ -59,9 +59,7 @@ def test_auto_device_says_which_one(base):
 
 
 def test_a_file_that_is_no_checkpoint_gets_a_one_line_answer(base):
-    env = {**os.environ, "DFI_RUNTIME_DIR": str(base / "run"), "DFI_STATE_DIR": str(base / "state")}
-    r = subprocess.run([sys.executable, "-m", "dfi_daemon.cli", "attributes", "--weights", "/etc/passwd",
-                        "--threads", "1"], env=env, capture_output=True, text=True, timeout=120)
+    r = run_cli(base, "attributes", "--weights", "/etc/passwd", "--threads", "1")
     assert r.returncode == 2 and "not a readable PyTorch checkpoint" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and "IndexError" not in r.stderr.split("(")[0]
 
@@ -100,9 +98,7 @@ def test_11_rejections_say_what_is_wrong(base):
 
 
 def test_11_daemon_unavailable_is_not_a_usage_error(base):
-    env = {**os.environ, "DFI_RUNTIME_DIR": str(base / "run"), "DFI_STATE_DIR": str(base / "state")}
-    r = subprocess.run([sys.executable, "-m", "dfi_daemon.cli", "attributes", "--no-autostart"], env=env,
-                       capture_output=True, text=True, timeout=60)
+    r = run_cli(base, "attributes", "--no-autostart", timeout=60)
     assert r.returncode == 3 and "dfi daemon start" in r.stderr
 
 
@@ -117,19 +113,14 @@ print("FINAL", reply.get("type"), reply.get("code"), flush=True)
 """
 
 
-def running(d: DaemonProcess) -> str | None:
-    with d.client(5) as c:
-        return c.status()["queue"]["running"]
-
-
 def client_job(d: DaemonProcess, script: str) -> tuple[subprocess.Popen, str]:
     """A client process running ``script`` against ``d``; returns once its job runs."""
     proc = subprocess.Popen([sys.executable, "-c", script, d.endpoint], env=d.env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     end = time.monotonic() + 60
-    while not running(d) and time.monotonic() < end:
+    while not running_job(d) and time.monotonic() < end:
         time.sleep(0.2)
-    job = running(d)
+    job = running_job(d)
     assert job, "the job never started"
     return proc, job
 
@@ -146,7 +137,7 @@ def test_8_a_paused_daemon_keeps_its_live_clients(base):
             time.sleep(8)
             os.kill(d.pid, signal.SIGCONT)
             time.sleep(5)  # longer than the timeout again, with heartbeats flowing
-            assert running(d) == job, (base / "state" / "daemon.log").read_text()[-2000:]
+            assert running_job(d) == job, (base / "state" / "daemon.log").read_text()[-2000:]
             assert "client silent" not in (base / "state" / "daemon.log").read_text()
         finally:
             proc.kill()
@@ -253,27 +244,22 @@ def test_3_an_object_count_bomb_is_refused_before_decoding(base):
         assert (d.rss_kb() - before) / 1024 < 300, "the frame itself, not a Python object per byte"
 
 
-def cli(base: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dfi_daemon.cli", *args], env=env_for(base), capture_output=True,
-                          text=True, timeout=timeout)
-
-
 def test_newcomer_a_running_daemon_with_other_settings_is_never_silently_used(base):
     quick = ("--threads", "1", "--no-warm-up")
-    r = cli(base, "attributes", "--weights", "random:0", "--database", "synthetic", *quick)
+    r = run_cli(base, "attributes", "--weights", "random:0", "--database", "synthetic", *quick)
     assert r.returncode == 0, r.stderr
     # auto-started by a command: a command asking for other settings restarts it, and says so
-    r = cli(base, "attributes", "--weights", "random:1", "--database", "synthetic", *quick)
+    r = run_cli(base, "attributes", "--weights", "random:1", "--database", "synthetic", *quick)
     assert r.returncode == 0 and "restarting it with --weights random:1" in r.stderr, r.stderr
-    r = cli(base, "daemon", "stop")
+    r = run_cli(base, "daemon", "stop")
     # started on purpose: reported, with what to do
-    r = cli(base, "daemon", "start", "--weights", "random:0", "--database", "synthetic", *quick)
+    r = run_cli(base, "daemon", "start", "--weights", "random:0", "--database", "synthetic", *quick)
     assert r.returncode == 0, r.stderr
-    r = cli(base, "attributes", "--weights", "random:1")
+    r = run_cli(base, "attributes", "--weights", "random:1")
     assert r.returncode == 2 and "runs with --weights random:0" in r.stderr and "dfi daemon stop" in r.stderr
-    r = cli(base, "daemon", "start", "--weights", "random:1", "--database", "synthetic")
+    r = run_cli(base, "daemon", "start", "--weights", "random:1", "--database", "synthetic")
     assert r.returncode == 3 and "--weights random:0" in r.stderr and "dfi daemon stop" in r.stderr
-    r = cli(base, "attributes")  # no settings given: the running daemon serves
+    r = run_cli(base, "attributes")  # no settings given: the running daemon serves
     assert r.returncode == 0 and "facehair" in r.stdout
 
 

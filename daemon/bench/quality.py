@@ -31,9 +31,10 @@ from typing import Any
 import numpy as np
 
 from .. import samples
+from .speed import PIXELS
 
-ORIGINAL = {"scaling": "beta", "strength": 0.4, "tv_weight": 0.001, "tv_relative": False, "tv_on": "image",
-            "chroma_weight": 0.0, "levels": 1}  # the 2017 code's settings
+ORIGINAL_STEP = {"scaling": "beta", "strength": 0.4}  # with PIXELS: the 2017 code's settings
+ORIGINAL = {**ORIGINAL_STEP, **PIXELS}
 
 
 def _ssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -56,10 +57,9 @@ def inversion(net: Any, photo: np.ndarray, steps: list[int]) -> dict[str, Any]:
     target = extract(net, photo)
     start = _blur(photo.astype(np.float32), 2.0)
     rows: dict[str, Any] = {"start_psnr": samples.psnr(start, photo), "start_ssim": _ssim(start, photo)}
-    original = {k: v for k, v in ORIGINAL.items() if k not in ("scaling", "strength")}
     for n in steps:
         for key, cfg in ((f"blur_{n}", dfi.ReconstructConfig(iterations=n, tv_on="image")),
-                         (f"blur_original_{n}", dfi.ReconstructConfig(iterations=n, **original))):
+                         (f"blur_original_{n}", dfi.ReconstructConfig(iterations=n, **PIXELS))):
             z, _ = dfi.reconstruct(net, to_tensor(start, net.device), target, cfg)
             zi = z[0].permute(1, 2, 0).cpu().numpy()
             rows[key] = {"psnr": samples.psnr(zi, photo), "ssim": _ssim(zi, photo)}
@@ -80,7 +80,7 @@ def painted(net: Any, photo: np.ndarray, trainer: np.ndarray, strengths: list[fl
     cfg = dfi.ReconstructConfig(iterations=iterations)
     scaling = None
     if settings:
-        cfg = replace(cfg, **{k: v for k, v in settings.items() if k not in ("scaling", "strength")})
+        cfg = replace(cfg, **{k: v for k, v in settings.items() if k not in ORIGINAL_STEP})
         scaling = settings["scaling"]
     t0 = time.perf_counter()
     res = dfi.apply_vector(net, photo, w, strengths, options=dfi.EditOptions(scaling=scaling, reconstruct=cfg))

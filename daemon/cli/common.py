@@ -64,13 +64,11 @@ def connect(args: argparse.Namespace, announce: bool = True) -> tuple[Client, su
     client, proc = launch.connect(endpoint, args.timeout, autostart, argv, start_timeout, announce)
     if proc is not None:
         return client, proc
-    differ = settings_differ(client, args)
+    differ, settings = settings_differ(client, args)
     if not differ:
         return client, proc
-    settings = client.hello().get("settings", {})
     client.close()
-    running = " ".join(f"--{k} {v}" for k, (v, _) in differ.items())
-    asked = " ".join(f"--{k} {w}" for k, (_, w) in differ.items())
+    running, asked = describe_differ(differ)
     if settings.get("auto_started") and autostart:
         warn(f"the daemon on {endpoint} was started automatically with {running}; restarting it with {asked}")
         launch.stop(endpoint)
@@ -80,14 +78,19 @@ def connect(args: argparse.Namespace, announce: bool = True) -> tuple[Client, su
                       "--endpoint to run a second daemon.")
 
 
-def settings_differ(client: Client, args: argparse.Namespace) -> dict[str, tuple[Any, Any]]:
-    """{option: (running, asked)} for the daemon options the user gave explicitly that the daemon differs in."""
-    given = getattr(args, "given", [])
-    asked = {k: getattr(args, k) for k in ("weights", "device", "database") if k in given and hasattr(args, k)}
+def settings_differ(client: Client, args: argparse.Namespace) -> tuple[dict[str, tuple[Any, Any]], dict[str, Any]]:
+    """({option: (running, asked)} for the daemon options the user typed that the daemon differs in, its settings)."""
+    asked = {k: getattr(args, k) for k in getattr(args, "given", []) if hasattr(args, k)}
     if not asked:
-        return {}
+        return {}, {}
     settings = client.hello().get("settings", {})
-    return {k: (settings.get(k), v) for k, v in asked.items() if k in settings and str(settings[k]) != str(v)}
+    return {k: (settings[k], v) for k, v in asked.items() if k in settings and str(settings[k]) != str(v)}, settings
+
+
+def describe_differ(differ: dict[str, tuple[Any, Any]]) -> tuple[str, str]:
+    """('--weights X ...' as running, '--weights Y ...' as asked)."""
+    return (" ".join(f"--{k} {v}" for k, (v, _) in differ.items()),
+            " ".join(f"--{k} {w}" for k, (_, w) in differ.items()))
 
 
 def warn(msg: str) -> None:

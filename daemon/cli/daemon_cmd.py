@@ -23,9 +23,9 @@ def _start(args: argparse.Namespace) -> int:
     pid = paths.read_pid(endpoint)
     if pid:
         with Client(endpoint, timeout=args.timeout) as client:
-            differ = common.settings_differ(client, args)
+            differ, _ = common.settings_differ(client, args)
         if differ:
-            running = " ".join(f"--{k} {v}" for k, (v, _) in differ.items())
+            running, _ = common.describe_differ(differ)
             print(f"dfi: a daemon is already running on {endpoint} (pid {pid}) with {running}, not the settings "
                   "given here; stop it with 'dfi daemon stop' first, or use another --endpoint.", file=sys.stderr)
             return 3

@@ -72,8 +72,8 @@ def _run(args: argparse.Namespace, edit: bool) -> int:
     inputs = expand(args.images)
     strengths = parse_strengths(args.strength) if edit else [args.strength]
     # a re-run's glob also matches the previous run's results: those are outputs, not inputs
-    made_by = {os.path.realpath(o): os.path.realpath(src) for src in inputs
-               for o in _outputs(args, edit, src, strengths)}
+    outputs = {src: _outputs(args, edit, src, strengths) for src in inputs}
+    made_by = {os.path.realpath(o): os.path.realpath(src) for src, outs in outputs.items() for o in outs}
     ours = [src for src in inputs if made_by.get(os.path.realpath(src), os.path.realpath(src)) !=
             os.path.realpath(src)]  # an output of *another* input; one's own output is refused below
     inputs = [src for src in inputs if src not in ours]
@@ -84,7 +84,7 @@ def _run(args: argparse.Namespace, edit: bool) -> int:
     plans: list[tuple[Path, list[Path]]] = []
     skipped = 0
     for src in inputs:
-        outs = _outputs(args, edit, src, strengths)
+        outs = outputs[src]
         if args.skip_existing and all(o.exists() for o in outs):
             skipped += 1
             continue
