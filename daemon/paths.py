@@ -4,7 +4,7 @@ Stdlib + platformdirs only (the CLI imports this before deciding whether to
 start a daemon, so it must be cheap). Environment variables override the
 user directories so tests and packagers never touch the real ones:
 ``DFI_RUNTIME_DIR`` (socket, pid file), ``DFI_STATE_DIR`` (log) and
-``DFI_ENDPOINT`` (the default endpoint).
+``DFI_ENDPOINT`` (the default endpoint), ``DFI_CONFIG_DIR`` (settings and local keys).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 APP = "gimp-dfi"
 SOCKET_NAME = "daemon.sock"
 LOG_NAME = "daemon.log"
+LOCAL_KEYS = "local-keys"
 # sun_path is 108 bytes on Linux including the terminating NUL.
 MAX_IPC_PATH = 107
 
@@ -123,11 +124,24 @@ def read_pid(endpoint: str) -> int | None:
         os.close(fd)
 
 
-def user_attributes_path() -> Path:
-    """The user's own attribute definitions (added to / overriding the shipped ones)."""
+def config_dir() -> Path:
+    """The user's settings folder (``$DFI_CONFIG_DIR`` overrides platformdirs' user config folder)."""
+    env = os.environ.get("DFI_CONFIG_DIR")
+    if env:
+        return Path(env).expanduser()
     from platformdirs import user_config_path
 
-    return user_config_path(APP) / "attributes.toml"
+    return user_config_path(APP)
+
+
+def user_attributes_path() -> Path:
+    """The user's own attribute definitions (added to / overriding the shipped ones)."""
+    return config_dir() / "attributes.toml"
+
+
+def local_keys_dir() -> Path:
+    """The CURVE key pairs of loopback TCP endpoints (the daemon creates them; clients read them)."""
+    return config_dir() / LOCAL_KEYS
 
 
 def data_dir() -> Path:

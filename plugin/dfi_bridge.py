@@ -24,6 +24,7 @@ from dfi_wire.client import Client, DaemonError, DaemonUnavailable
 
 HERE = Path(__file__).resolve().parent
 CONFIG_NAME = "gimp-dfi.json"
+KEYS_DIR = HERE / "keys"  # the installer copies the daemon's local CURVE keys here (TCP endpoints)
 CLIENT_NAME = "gimp-dfi-plugin/1"
 
 
@@ -230,7 +231,7 @@ def connect(settings: Settings, status: Status = lambda s: None, pulse: Callable
 
     Every wait has a deadline, so GIMP never hangs on a plug-in that waits forever.
     """
-    client = Client(settings.endpoint, settings.timeout_s)
+    client = Client(settings.endpoint, settings.timeout_s, keys_dir=KEYS_DIR)
     try:
         try:
             client.hello(CLIENT_NAME, timeout=settings.connect_timeout_s)

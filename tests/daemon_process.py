@@ -31,7 +31,8 @@ class DaemonProcess(PrivateDaemon):
 def env_for(base: Path) -> dict[str, str]:
     """The caller's environment with every dfi folder pointed into ``base`` (and no other DFI_ settings)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DFI_")}
-    return {**env, "DFI_RUNTIME_DIR": str(base / "run"), "DFI_STATE_DIR": str(base / "state")}
+    return {**env, "DFI_RUNTIME_DIR": str(base / "run"), "DFI_STATE_DIR": str(base / "state"),
+            "DFI_CONFIG_DIR": str(base / "config")}
 
 
 def run_cli(base: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:

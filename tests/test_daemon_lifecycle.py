@@ -168,6 +168,7 @@ def test_curve_remote_use(base, monkeypatch):
         with Client(f"tcp://127.0.0.1:{port}", timeout=10) as c:
             assert c.hello()["version"] == P.PROTOCOL_VERSION
         monkeypatch.delenv("DFI_CURVE_CLIENT_KEY")
-        with Client(f"tcp://127.0.0.1:{port}", timeout=2) as c:  # no keys: the daemon never answers
-            with pytest.raises(DaemonUnavailable):
+        with Client(f"tcp://127.0.0.1:{port}", timeout=10) as c:  # no keys: refused at the handshake, said so
+            with pytest.raises(DaemonError) as e:
                 c.ping()
+            assert e.value.code == "unauthorized" and "no keys" in e.value.message

@@ -16,6 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from dfi_wire.client import Client, DaemonUnavailable
+from dfi_wire.keys import needs_keys
+
+from ..paths import LOCAL_KEYS
+from ..server.auth import ensure_keys
 
 
 class PrivateDaemon:
@@ -26,6 +30,7 @@ class PrivateDaemon:
         self.base = Path(base) if base else Path(tempfile.mkdtemp(prefix="dfi-"))
         self.runtime = self.base / "run"
         self.state = self.base / "state"
+        self.config = self.base / "config"  # settings and the local CURVE keys of a TCP endpoint
         self.endpoint = endpoint or f"ipc://{self.runtime / 'daemon.sock'}"
         self.args = ["--endpoint", self.endpoint, "--weights", weights, "--database", database,
                      "--threads", str(threads), *extra]
@@ -35,10 +40,12 @@ class PrivateDaemon:
     def env(self) -> dict[str, str]:
         """Environment that points any dfi process at this daemon's folders."""
         return {**os.environ, "DFI_RUNTIME_DIR": str(self.runtime), "DFI_STATE_DIR": str(self.state),
-                "DFI_ENDPOINT": self.endpoint}
+                "DFI_CONFIG_DIR": str(self.config), "DFI_ENDPOINT": self.endpoint}
 
     def start(self, wait: bool = True, timeout: float = 90.0) -> PrivateDaemon:
         self.base.mkdir(parents=True, exist_ok=True)
+        if needs_keys(self.endpoint):  # made up front, as the CLI does, so our client holds them from the start
+            ensure_keys(self.config / LOCAL_KEYS)
         with open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen([sys.executable, "-m", "dfi_daemon.server", *self.args], env=self.env(),
                                          stdin=subprocess.DEVNULL, stdout=err, stderr=err)
@@ -49,7 +56,7 @@ class PrivateDaemon:
     def wait_ready(self, timeout: float = 90.0) -> dict[str, Any]:
         assert self.proc is not None
         end = time.monotonic() + timeout
-        with Client(self.endpoint) as c:
+        with self.client() as c:
             while time.monotonic() < end:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"daemon exited with {self.proc.returncode}: {self.stderr()}")
@@ -66,7 +73,7 @@ class PrivateDaemon:
             return ""
 
     def client(self, timeout: float = 20.0) -> Client:
-        return Client(self.endpoint, timeout)
+        return Client(self.endpoint, timeout, keys_dir=self.config / LOCAL_KEYS)
 
     @property
     def pid(self) -> int:

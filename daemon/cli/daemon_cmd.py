@@ -22,7 +22,7 @@ def _start(args: argparse.Namespace) -> int:
         return run(server_config.config_from_args(args, endpoint, foreground=True))
     pid = paths.read_pid(endpoint)
     if pid:
-        with Client(endpoint, timeout=args.timeout) as client:
+        with Client(endpoint, timeout=args.timeout, keys_dir=paths.local_keys_dir()) as client:
             differ, _ = common.settings_differ(client, args)
         if differ:
             running, _ = common.describe_differ(differ)
@@ -55,7 +55,7 @@ def _status(args: argparse.Namespace) -> int:
         print(f"no daemon is running on {endpoint}")
         return 3
     try:
-        with Client(endpoint, timeout=min(args.timeout, 5.0)) as c:
+        with Client(endpoint, timeout=min(args.timeout, 5.0), keys_dir=paths.local_keys_dir()) as c:
             st = c.status()
     except DaemonUnavailable:
         if pid:
@@ -102,18 +102,13 @@ def _logs(args: argparse.Namespace) -> int:
 
 def _keys(args: argparse.Namespace) -> int:
     """CURVE key pairs for remote use: the server's and one client's, in the layout --curve-dir expects."""
-    from zmq.auth import create_certificates
+    from ..server.auth import ensure_keys
 
     folder = Path(args.dir)
-    clients = folder / "clients"
-    clients.mkdir(parents=True, exist_ok=True, mode=0o700)
-    folder.chmod(0o700)
     if (folder / "server.key_secret").exists():
         print(f"dfi: {folder}/server.key_secret exists; keeping it")
-    else:
-        create_certificates(str(folder), "server")
-    pub, secret = create_certificates(str(folder), args.client)
-    Path(pub).replace(clients / Path(pub).name)
+    ensure_keys(folder, args.client)
+    secret, clients = folder / f"{args.client}.key_secret", folder / "clients"
     print(f"server keys:  {folder}/server.key (public, give to clients), server.key_secret (keep on the server)")
     print(f"client keys:  {secret} (give to the client), public part authorised in {clients}/")
     print(f"daemon:       dfi daemon start --endpoint tcp://0.0.0.0:5557 --curve-dir {folder}")

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from dfi_wire.client import Client, DaemonError, DaemonUnavailable
+from dfi_wire.keys import needs_keys
 
 from .. import paths
 from ..server.config import EXIT_RUNNING
@@ -68,7 +69,11 @@ def connect(endpoint: str, timeout: float, autostart: bool, daemon_argv: list[st
 
     Returns (client, the daemon process if this call started it).
     """
-    client = Client(endpoint, timeout)
+    if needs_keys(endpoint) and _local(endpoint):  # the daemon we may start uses these; make them now
+        from ..server.auth import ensure_keys
+
+        ensure_keys(paths.local_keys_dir())
+    client = Client(endpoint, timeout, keys_dir=paths.local_keys_dir())
     try:
         sock = paths.ipc_path(endpoint)
         alive = paths.read_pid(endpoint)
@@ -118,7 +123,7 @@ def stop(endpoint: str, timeout: float = 30.0) -> str:
     sock = paths.ipc_path(endpoint)
     if pid is None and sock is not None and not sock.exists():
         return f"no daemon is running on {endpoint}"
-    with Client(endpoint, timeout=3.0) as client:
+    with Client(endpoint, timeout=3.0, keys_dir=paths.local_keys_dir()) as client:
         try:
             client.shutdown(timeout=3.0)
             asked = True

@@ -20,10 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+from dfi_wire import keys as K
 from dfi_wire import protocol as P
 
-from .config import EXIT_ERROR, EXIT_RUNNING, Config, StartError
-from .endpoint import EndpointLock, setup_curve
+from .auth import ensure_keys
+from .config import Config, StartError
+from .endpoint import EndpointLock
+from .front_link import FrontLink
 from .jobs import ClientWatch, Job, JobQueue, QueueFull
 from .worker import EVENTS, Worker
 
@@ -44,7 +47,6 @@ class Daemon:
         self.stopping = threading.Event()
         self.started = time.time()
         self.ctx: zmq.Context | None = None
-        self.router: zmq.Socket | None = None
         self.events: zmq.Socket | None = None
         self.runner: Any = None
         self.worker: Worker | None = None
@@ -52,7 +54,7 @@ class Daemon:
         # what it was started with (before 'auto' is resolved), so a command can tell it asks for something else
         self.settings = {"weights": cfg.weights, "device": cfg.device, "database": cfg.database,
                          "auto_started": cfg.auto_started}
-        self._auth: Any = None
+        self.link: FrontLink | None = None
 
     # ------------------------------------------------------------------ start-up
     def acquire_lock(self) -> None:
@@ -87,36 +89,27 @@ class Daemon:
             log.info("warm-up pass: %.2f s", self.runner.warm_up())
 
     def bind(self) -> None:
+        """Start the front door (``front``), which listens on the endpoint; this process keeps a link to it."""
         self.ctx = zmq.Context()
-        r = self.ctx.socket(zmq.ROUTER)
-        r.setsockopt(zmq.LINGER, 0)
-        r.setsockopt(zmq.MAXMSGSIZE, self.cfg.max_message_bytes)
-        r.setsockopt(zmq.RCVHWM, 64)
-        r.setsockopt(zmq.SNDHWM, 1000)
-        if self.cfg.curve_dir:
-            self._auth = setup_curve(self.ctx, r, Path(self.cfg.curve_dir))
-        try:
-            r.bind(self.cfg.endpoint)
-        except zmq.ZMQError as e:
-            r.close()
-            raise StartError(f"Cannot listen on {self.cfg.endpoint}: {e}. Is another program using it? "
-                             "Choose another --endpoint.", EXIT_RUNNING if e.errno == zmq.EADDRINUSE else EXIT_ERROR
-                             ) from None
-        if self.lock.sock_path is not None:
-            os.chmod(self.lock.sock_path, 0o600)
-        self.router = r
+        curve_dir = Path(self.cfg.curve_dir) if self.cfg.curve_dir else None
+        if curve_dir is None and K.needs_keys(self.cfg.endpoint):  # loopback TCP: the user's own local keys
+            from ..paths import local_keys_dir
+
+            curve_dir = ensure_keys(local_keys_dir())
+        self.link = FrontLink(self.ctx, self.cfg, curve_dir)
+        self.link.start()
         self.events = self.ctx.socket(zmq.PULL)
         self.events.bind(EVENTS)
 
 
     # ------------------------------------------------------------------ main loop
     def serve(self) -> None:
-        assert self.router is not None and self.events is not None
+        assert self.link is not None and self.events is not None
         assert self.ctx is not None
         self.worker = Worker(self.ctx, self.queue, self.runner, self.stopping, self.cfg.device)
         self.worker.start()
         poller = zmq.Poller()
-        poller.register(self.router, zmq.POLLIN)
+        poller.register(self.link.sock, zmq.POLLIN)
         poller.register(self.events, zmq.POLLIN)
         next_check = last = time.monotonic()
         log.info("ready on %s (pid %d)", self.cfg.endpoint, os.getpid())
@@ -130,25 +123,26 @@ class Daemon:
             last = now
             if self.events in ready:
                 self._forward_events()
-            if self.router in ready:
+            if self.link.sock in ready:
                 for _ in range(100):  # bounded burst, then give the worker's events a turn
-                    try:
-                        frames = self.router.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
+                    frames = self.link.receive()
+                    if frames is None:
                         break
-                    self._handle(frames)
+                    if frames:
+                        self._handle(frames)
+            self.link.check()
             if time.monotonic() >= next_check:
                 self._check_clients()
                 next_check = time.monotonic() + 0.25
 
     def _forward_events(self) -> None:
-        assert self.events is not None and self.router is not None
+        assert self.events is not None and self.link is not None
         while True:
             try:
                 client, payload, final, job_id = self.events.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            self._send_raw(client, payload)
+            self.link.send(client, payload, final == b"1")
             if final == b"1":
                 self.jobs.pop(job_id.decode(), None)
                 self._announce_positions()
@@ -168,14 +162,7 @@ class Daemon:
         self.watch.forget_except({j.client for j in self.jobs.values()})
 
     def _send(self, client: bytes, msg: dict[str, Any]) -> None:
-        self._send_raw(client, P.pack(msg))
-
-    def _send_raw(self, client: bytes, payload: bytes) -> None:
-        assert self.router is not None
-        try:
-            self.router.send_multipart([client, payload], zmq.NOBLOCK)
-        except zmq.ZMQError as e:  # peer gone or its queue full: a reply is lost, the daemon goes on
-            log.debug("reply to a client dropped: %s", e)
+        self.link.send(client, P.pack(msg))
 
     def _handle(self, frames: list[bytes]) -> None:
         client = frames[0]
@@ -295,16 +282,14 @@ class Daemon:
                                                      "cancelled.", None, running.req_id, job=running.id))
         if self.worker is not None:
             self.worker.join(timeout=STOP_GRACE_S)  # cancel is checked at least every second
-            if self.router is not None and self.events is not None:
+            if self.link is not None and self.events is not None:
                 self._forward_events()
             if self.worker.thread.is_alive():
                 self._abandon_worker()
         if self.events is not None:
             self.events.close(linger=0)
-        if self.router is not None:
-            self.router.close(linger=500)  # let the last replies (e.g. "bye") leave
-        if self._auth is not None:
-            self._auth.stop()
+        if self.link is not None:
+            self.link.stop()  # the front sends the last replies (e.g. "bye"), then exits
         if self.ctx is not None:
             self.ctx.term()
         self.lock.release()
@@ -317,11 +302,9 @@ class Daemon:
         (and the client would never hear why), so the process exits without waiting for it.
         """
         log.warning("the running job did not stop within %.0f s; exiting without waiting for it", STOP_GRACE_S)
-        if self.router is not None:
-            self.router.close(linger=500)  # the replies already queued still leave
+        if self.link is not None:
+            self.link.stop()  # the replies already sent to the front still leave
         self.lock.release()
-        if self._auth is not None:
-            self._auth.stop()
         log.info("stopped")
         logging.shutdown()
         os._exit(0)

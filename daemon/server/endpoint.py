@@ -1,4 +1,4 @@
-"""Where the daemon listens: endpoint checks, the per-endpoint lock, CURVE set-up.
+"""Where the daemon listens: endpoint checks and the per-endpoint lock (CURVE is in ``auth``).
 
 The lock is taken before anything slow: a second daemon on the same endpoint
 fails fast with a clear message, and a stale socket or pid file left by a crash
@@ -12,10 +12,6 @@ import ipaddress
 import logging
 import os
 import stat
-from pathlib import Path
-from typing import Any
-
-import zmq
 
 from .. import paths
 from .config import EXIT_RUNNING, EXIT_USAGE, StartError
@@ -108,25 +104,3 @@ class EndpointLock:
         self.pid_path.unlink(missing_ok=True)
         os.close(self._fd)
         self._fd = None
-
-
-def setup_curve(ctx: zmq.Context, sock: zmq.Socket, folder: Path) -> Any:
-    """CURVE encryption + client authentication from a key folder (see ``dfi daemon keys``).
-
-    Returns the running authenticator; stop it when the daemon closes.
-    """
-    from zmq.auth import load_certificate
-    from zmq.auth.thread import ThreadAuthenticator
-
-    secret, clients = folder / "server.key_secret", folder / "clients"
-    if not secret.is_file() or not clients.is_dir():
-        raise StartError(f"CURVE folder {folder} needs server.key_secret and a clients/ folder of client public "
-                         "keys; create them with 'dfi daemon keys --dir FOLDER'.", EXIT_USAGE)
-    public, private = load_certificate(str(secret))
-    auth = ThreadAuthenticator(ctx)
-    auth.start()
-    auth.configure_curve(domain="*", location=str(clients))
-    sock.curve_secretkey = private
-    sock.curve_publickey = public
-    sock.curve_server = True
-    return auth

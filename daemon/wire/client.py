@@ -15,6 +15,7 @@ from typing import Any
 
 import zmq
 
+from . import keys as K
 from . import protocol as P
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -41,23 +42,26 @@ class DaemonUnavailable(DaemonError):
         super().__init__("daemon_unavailable", message, hint)
 
 
-def curve_from_env() -> tuple[str, str] | None:
-    """(server public key file, client secret key file) from DFI_CURVE_SERVER_KEY / DFI_CURVE_CLIENT_KEY."""
-    server, client = os.environ.get("DFI_CURVE_SERVER_KEY"), os.environ.get("DFI_CURVE_CLIENT_KEY")
-    return (server, client) if server and client else None
+MECHANISM_MISMATCH = 0x11000002  # ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH: keys on one side only
+_WATCHED = (zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 
 
 class Client:
     """One DEALER connection to the daemon. Not thread-safe (like the socket under it)."""
 
     def __init__(self, endpoint: str, timeout: float = DEFAULT_TIMEOUT_S,
-                 curve: tuple[str, str] | None = None) -> None:
+                 curve: tuple[str, str] | None = None, keys_dir: str | os.PathLike | None = None) -> None:
+        """``curve``: (server public, client secret) key files; else DFI_CURVE_* or ``keys_dir`` (TCP only)."""
         self.endpoint = endpoint
         self.timeout = timeout
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
-        curve = curve or curve_from_env()
+        # our own routing id: the daemon's replies still find us after a reconnect (e.g. a new front door)
+        self.sock.setsockopt(zmq.ROUTING_ID, b"c" + os.urandom(15))
+        curve = K.resolve(endpoint, curve, keys_dir)
+        self.has_keys = curve is not None
         if curve:
             from zmq.auth import load_certificate
 
@@ -70,8 +74,9 @@ class Client:
             self.sock.curve_publickey = public
             self.sock.curve_secretkey = secret
         # Connection events tell a daemon that died (its socket closed) from one that is merely paused.
-        self._monitor = self.sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        self._monitor = self.sock.get_monitor_socket(_WATCHED)
         self._connected: bool | None = None
+        self._refused: int | None = None  # the handshake failure event, once the daemon refused us
         self.sock.connect(endpoint)
         self._ids = itertools.count(1)
         self.limits: dict[str, Any] = {}
@@ -90,8 +95,29 @@ class Client:
         from zmq.utils.monitor import recv_monitor_message
 
         while self._monitor.poll(0):
-            self._connected = recv_monitor_message(self._monitor)["event"] == zmq.EVENT_CONNECTED
+            info = recv_monitor_message(self._monitor)
+            event = info["event"]
+            if event in (zmq.EVENT_CONNECTED, zmq.EVENT_DISCONNECTED):
+                self._connected = event == zmq.EVENT_CONNECTED
+            elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH or info.get("value") == MECHANISM_MISMATCH:
+                self._refused = event  # definite answers; a connection lost mid-handshake is not one
         return self._connected is False
+
+    def check_refused(self) -> None:
+        """Raise ``unauthorized`` once the daemon has refused this client's handshake (keys missing or wrong)."""
+        self.peer_gone()
+        if self._refused is None:
+            return
+        if self._refused == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            message = f"The daemon on {self.endpoint} refused this client's CURVE key."
+        elif not self.has_keys:
+            message = f"The daemon on {self.endpoint} requires CURVE authentication and this client has no keys."
+        else:
+            message = f"The CURVE handshake with the daemon on {self.endpoint} failed."
+        raise DaemonError("unauthorized", message,
+                          "Run it as the user who started the daemon (the local keys are in that user's config "
+                          "folder, gimp-dfi/local-keys), or set DFI_CURVE_SERVER_KEY and DFI_CURVE_CLIENT_KEY; "
+                          "for the GIMP plug-in, re-run the installer.")
 
     def __enter__(self) -> Client:
         return self
@@ -113,10 +139,19 @@ class Client:
         return msg["id"]
 
     def receive(self, timeout: float) -> dict[str, Any] | None:
-        """Next reply, or None after ``timeout`` seconds."""
-        if not self.sock.poll(int(max(timeout, 0) * 1000)):
-            return None
-        return P.unpack(self.sock.recv(), 1 << 31)
+        """Next reply, or None after ``timeout`` seconds; a refused handshake raises at once."""
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
+        end = time.monotonic() + max(timeout, 0)
+        while True:
+            ready = dict(poller.poll(int(max(end - time.monotonic(), 0) * 1000)))
+            if self.sock in ready:
+                return P.unpack(self.sock.recv(), 1 << 31)
+            if self._monitor in ready:
+                self.check_refused()
+            if time.monotonic() >= end:
+                return None
 
     def call(self, msg: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         """Send one request and return its reply (error replies raise :class:`DaemonError`)."""

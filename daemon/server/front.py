@@ -1,0 +1,151 @@
+"""The daemon's front door: a small process that owns the public socket, so hostile input has a hard bound.
+
+libzmq buffers a whole multipart message before handing it over, and ``ZMQ_MAXMSGSIZE``
+bounds each frame, not the message: a peer can make a socket hold any amount of memory
+(16 frames of 31 MiB, or an endless run of empty frames) before the daemon sees a byte.
+No socket option bounds that, so the public socket lives here, in a process with nothing
+else in it. Its resident memory is exactly what peers make it hold; past the budget it
+exits, which drops every connection (clients reconnect by themselves, keeping their
+routing ids), and the daemon starts a new one. The model, the queue and the jobs stay in
+the daemon, untouched.
+
+It also turns away what is not one frame, keeps each peer's send queue short (``Outbox``)
+and does the CURVE handshake. It speaks to the daemon over a private PAIR socket:
+``[client, payload]`` requests in, ``[client, payload, final]`` replies out, and
+``[b"", kind, text]`` control messages (ready, log, error, stop). Stdlib + pyzmq + the wire.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import zmq
+from dfi_wire import protocol as P
+
+from .outbox import Outbox
+
+EXIT_BUDGET = 75  # over the memory budget: the daemon starts a new front
+POLL_MS = 100
+
+
+def rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None  # no /proc (macOS): no watchdog
+
+
+class Front:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.ctx = zmq.Context()
+        self.back = self.ctx.socket(zmq.PAIR)
+        self.back.setsockopt(zmq.LINGER, 2000)
+        self.back.connect(args.backend)
+        self.parent = os.getppid()
+
+    def control(self, kind: str, text: str = "") -> None:
+        self.back.send_multipart([b"", kind.encode(), text.encode()])
+
+    def bind(self) -> zmq.Socket:
+        pub = self.ctx.socket(zmq.ROUTER)
+        pub.setsockopt(zmq.LINGER, 500)
+        pub.setsockopt(zmq.MAXMSGSIZE, self.args.max_message_bytes)
+        pub.setsockopt(zmq.RCVHWM, 64)
+        self.outbox = Outbox(pub, self.args.hold_s)
+        if self.args.curve_dir:
+            from .auth import setup_curve
+
+            self.auth = setup_curve(self.ctx, pub, Path(self.args.curve_dir))
+        pub.bind(self.args.endpoint)
+        if self.args.endpoint.startswith("ipc://"):
+            os.chmod(self.args.endpoint[len("ipc://"):], 0o600)
+        return pub
+
+    def serve(self, pub: zmq.Socket) -> int:
+        poller = zmq.Poller()
+        poller.register(pub, zmq.POLLIN)
+        poller.register(self.back, zmq.POLLIN)
+        while True:
+            ready = dict(poller.poll(10 if self.outbox.held else POLL_MS))  # waiting replies: retry soon
+            if pub in ready:
+                for _ in range(100):
+                    try:
+                        frames = pub.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    self.forward(pub, frames)
+            if self.back in ready:
+                while True:
+                    try:
+                        msg = self.back.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    if not msg[0].bytes:  # control from the daemon: stop
+                        self.close(pub)
+                        return 0
+                    self.outbox.send(msg[0].bytes, msg[1], msg[2].bytes == b"1")
+            if self.outbox.held:
+                self.outbox.flush()
+            if os.getppid() != self.parent:  # the daemon died: leave the endpoint free
+                return 0
+            rss = rss_bytes()
+            if rss is not None and rss > self.args.budget_bytes:
+                self.control("log", f"the front door holds {rss / 2**20:.0f} MiB of unread input or output, over "
+                                    f"its {self.args.budget_bytes / 2**20:.0f} MiB budget: dropping every "
+                                    "connection (clients reconnect)")
+                return EXIT_BUDGET
+
+    def close(self, pub: zmq.Socket) -> None:
+        """A clean stop: the last replies (e.g. "bye") still leave."""
+        pub.close(linger=1000)
+        if getattr(self, "auth", None) is not None:
+            self.auth.stop()
+        self.back.close(linger=0)
+        self.ctx.term()
+
+    def forward(self, pub: zmq.Socket, frames: list[zmq.Frame]) -> None:
+        client = frames[0].bytes
+        if len(frames) != 2:
+            del frames[1:]  # free the parts at once
+            self.outbox.send(client, P.pack(P.error_reply(
+                "bad_message", "Got a multipart message; a request is exactly one frame.",
+                "Use a DEALER socket and send one msgpack map per message.")))
+            return
+        self.back.send_multipart(frames, copy=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m dfi_daemon.server.front")
+    p.add_argument("--endpoint", required=True)
+    p.add_argument("--backend", required=True)
+    p.add_argument("--curve-dir")
+    p.add_argument("--max-message-bytes", type=int, required=True)
+    p.add_argument("--budget-bytes", type=int, required=True)
+    p.add_argument("--hold-s", type=float, required=True)
+    args = p.parse_args(argv)
+    front = Front(args)
+    try:
+        pub = front.bind()
+    except zmq.ZMQError as e:
+        front.control("error", f"{e.errno} {e}")
+        time.sleep(0.5)
+        return 1
+    except Exception as e:  # e.g. an unreadable key folder: the daemon reports it
+        front.control("error", f"0 {e}")
+        time.sleep(0.5)
+        return 1
+    front.control("ready")
+    code = front.serve(pub)
+    if code:
+        os._exit(code)  # over budget: drop everything now, waiting on nothing
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""The daemon's side of its front door (``front``): start it, talk to it, restart it when it goes.
+
+The link is a PAIR socket on a private Unix socket in the runtime folder. Replies the
+daemon sends while a front is being replaced are lost, like replies to a dropped
+connection; clients keep their routing ids across the reconnect, so their jobs and
+later replies still find them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import zmq
+
+from .. import paths
+from .config import EXIT_ERROR, EXIT_RUNNING, Config, StartError
+
+log = logging.getLogger("dfi.daemon")
+START_TIMEOUT_S = 30.0
+RESTART_PAUSE_S = 0.5  # between restarts, so a peer that keeps flooding cannot make us spin
+
+
+def budget_bytes(cfg: Config) -> int:
+    """What the front may hold: a few requests in, a few full results out, plus the process itself."""
+    from dfi_wire import protocol as P
+
+    largest_result = P.MAX_STRENGTHS * cfg.max_pixels * 4
+    return 128 * 2**20 + 4 * cfg.max_message_bytes + 2 * largest_result
+
+
+class FrontLink:
+    def __init__(self, ctx: zmq.Context, cfg: Config, curve_dir: Path | None) -> None:
+        self.cfg = cfg
+        self.curve_dir = curve_dir
+        self.path = paths.runtime_dir() / f"front-{os.getpid()}.sock"
+        self.sock = ctx.socket(zmq.PAIR)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SNDHWM, 10_000)
+        self.path.unlink(missing_ok=True)
+        self.sock.bind(f"ipc://{self.path}")
+        os.chmod(self.path, 0o600)
+        self.proc: subprocess.Popen | None = None
+        self.restarts = 0
+        self._next_start = 0.0
+
+    def start(self) -> None:
+        """Start a front and wait until it listens; a failure to listen is a StartError."""
+        argv = [sys.executable, "-m", "dfi_daemon.server.front", "--endpoint", self.cfg.endpoint,
+                "--backend", f"ipc://{self.path}", "--max-message-bytes", str(self.cfg.max_message_bytes),
+                "--budget-bytes", str(budget_bytes(self.cfg)), "--hold-s", str(self.cfg.client_timeout_s)]
+        if self.curve_dir is not None:
+            argv += ["--curve-dir", str(self.curve_dir)]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        end = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < end:
+            if self.sock.poll(100):
+                frames = self.sock.recv_multipart()
+                if frames[0]:
+                    continue  # a request already? not before ready: ignore
+                kind, text = frames[1].decode(), frames[2].decode(errors="replace")
+                if kind == "ready":
+                    return
+                if kind == "error":
+                    errno, _, why = text.partition(" ")
+                    self.proc.wait(5)
+                    raise StartError(f"Cannot listen on {self.cfg.endpoint}: {why}. Is another program using it? "
+                                     "Choose another --endpoint.",
+                                     EXIT_RUNNING if errno == str(zmq.EADDRINUSE) else EXIT_ERROR)
+            if self.proc.poll() is not None:
+                raise StartError(f"The daemon's front door exited ({self.proc.returncode}) before listening on "
+                                 f"{self.cfg.endpoint}; see the log.")
+        self.proc.kill()
+        raise StartError(f"The daemon's front door did not start listening within {START_TIMEOUT_S:g} s.")
+
+    def check(self) -> None:
+        """Start a new front if the last one exited (over its memory budget, or killed)."""
+        if self.proc is None or self.proc.poll() is None or time.monotonic() < self._next_start:
+            return
+        code = self.proc.returncode
+        log.warning("front door exited (%s); starting a new one, clients reconnect", code)
+        self.restarts += 1
+        self._next_start = time.monotonic() + RESTART_PAUSE_S
+        try:
+            self.start()
+        except StartError as e:
+            log.error("%s", e)  # retried at the next check
+
+    def send(self, client: bytes, payload: bytes | zmq.Frame, final: bool = False) -> None:
+        try:
+            self.sock.send_multipart([client, payload, b"1" if final else b"0"], zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError as e:  # no front at the moment: the reply is lost, as on a dropped connection
+            log.debug("reply dropped: %s", e)
+
+    def receive(self) -> list[bytes] | None:
+        """The next request as [client, payload], or None; control messages are logged here."""
+        try:
+            frames = self.sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+        if frames[0]:
+            return frames
+        if frames[1] == b"log":
+            log.warning("%s", frames[2].decode(errors="replace"))
+        return []
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Ask the front to send what it holds and exit; kill it if it does not."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.sock.send_multipart([b"", b"stop", b""], zmq.NOBLOCK)
+                self.proc.wait(timeout)
+            except (zmq.ZMQError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self.sock.close(linger=0)
+        self.path.unlink(missing_ok=True)
