@@ -86,3 +86,12 @@ def test_talking_to_the_daemon_does_not_load_the_engine():
             "assert not bad, bad")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+def test_the_front_door_holds_only_io():
+    """The front door's memory is its budget's measure: no torch, numpy or engine may load there."""
+    code = ("import sys; import dfi_daemon.server.front; "
+            "bad = [m for m in ('torch', 'numpy', 'PIL', 'dfi_engine', 'dfi_daemon.server.daemon') "
+            "if m in sys.modules]; assert not bad, bad")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr

@@ -92,8 +92,8 @@ class Front:
                     self.outbox.send(msg[0].bytes, msg[1], msg[2].bytes == b"1")
             if self.outbox.held:
                 self.outbox.flush()
-            if os.getppid() != self.parent:  # the daemon died: leave the endpoint free
-                return 0
+            if os.getppid() != self.parent:  # the daemon died: free the endpoint now, waiting on nothing
+                os._exit(0)
             rss = rss_bytes()
             if rss is not None and rss > self.args.budget_bytes:
                 self.control("log", f"the front door holds {rss / 2**20:.0f} MiB of unread input or output, over "
