@@ -90,19 +90,20 @@ def apply_vector(
     targets = target_features(phi_x, scale_vector(w, options.scaling or d.scaling, phi_x), strengths)
     del phi_x
 
-    def on_iter(i: int, n: int, loss: torch.Tensor) -> None:
-        if progress:
-            progress("reconstruct", i, n)
-
-    z, losses = reconstruct(net, to_tensor(init, net.device), targets, options.reconstruct, on_iter, cancel)
     radius = feather_px if feather_px is not None else (
         options.feather if options.feather is not None else 0.04 * min(spec.height, spec.width))
     weight = feather(m, radius)
-    outs = []
-    for zb in z.permute(0, 2, 3, 1).cpu().numpy():
+
+    def finish(zb: np.ndarray) -> np.ndarray:
         matched = color_match(zb, rgb, options.color or d.color, None if match_whole else weight)
-        out = merge_image(blend(rgb, matched, weight), spec, alpha)
-        outs.append(compose(image, out, weight))
+        return compose(image, merge_image(blend(rgb, matched, weight), spec, alpha), weight)
+
+    def on_iter(i: int, n: int, current: Callable[[], torch.Tensor]) -> None:
+        if progress:
+            progress("reconstruct", i, n, render=lambda: finish(current()[0].permute(1, 2, 0).cpu().numpy()))
+
+    z, losses = reconstruct(net, to_tensor(init, net.device), targets, options.reconstruct, None, cancel, on_iter)
+    outs = [finish(zb) for zb in z.permute(0, 2, 3, 1).cpu().numpy()]
     return EditResult(outs, [float(s) for s in strengths], losses.cpu().tolist(), net.label)
 
 

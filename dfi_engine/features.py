@@ -17,7 +17,9 @@ from .errors import InputError
 from .vgg import VGGFeatures
 
 Features = list[torch.Tensor]
-ProgressFn = Callable[[str, int, int], None]
+# progress(stage, done, total, **extra); the "reconstruct" stage adds render=: a function that returns the
+# first strength's current result, finished as the final one will be (for live previews; cheap until called)
+ProgressFn = Callable[..., None]
 
 
 def to_tensor(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:

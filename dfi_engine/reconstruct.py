@@ -125,11 +125,13 @@ def reconstruct(
     config: ReconstructConfig = ReconstructConfig(),
     progress: Callable[[int, int, torch.Tensor], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    preview: Callable[[int, int, Callable[[], torch.Tensor]], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Invert ``targets`` (batch B) starting from ``start`` ((1 or B), 3, H, W; RGB 0..255).
 
     ``progress(i, n, loss)`` is called after every iteration; ``cancel()`` is
-    checked at the same points and raises :class:`CancelledError`.
+    checked at the same points and raises :class:`CancelledError`. ``preview(i, n, current)``
+    too, where ``current()`` returns the images at the last evaluated point (for live previews).
     Returns (images (B, 3, H, W), final per-element losses).
     """
     config = config.resolved(getattr(net, "backbone", "random"))
@@ -143,7 +145,14 @@ def reconstruct(
     origin = x0 if config.tv_on == "change" else None
     pyramid = Pyramid(3, x0.shape[2], x0.shape[3], config.levels) if config.levels > 1 else None
 
+    last: list[torch.Tensor] = [x0]
+
+    def current() -> torch.Tensor:
+        with torch.no_grad():
+            return last[0] if pyramid is None else (x0 + pyramid.expand(last[0])).clamp(0.0, 255.0)
+
     def fn(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        last[0] = v.detach()
         with torch.enable_grad():
             v = v.detach().requires_grad_(True)
             z = v if pyramid is None else (x0 + pyramid.expand(v)).clamp(0.0, 255.0)
@@ -158,6 +167,8 @@ def reconstruct(
             raise CancelledError("The reconstruction was cancelled.")
         if progress is not None:
             progress(i, config.iterations, loss)
+        if preview is not None:
+            preview(i, config.iterations, current)
 
     if config.optimizer == "torch":
         return lbfgs.minimize_torch(fn, x0, config.iterations, 0.0, 255.0, config.history, callback=callback)

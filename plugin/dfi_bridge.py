@@ -88,6 +88,7 @@ class Settings:
     stall_timeout_s: float = 1800.0  # a job without progress this long (wedged worker) is cancelled
     connect_timeout_s: float = 3.0
     start_timeout_s: float = 300.0  # first start loads VGG-19 (and may download it)
+    preview_s: float = 2.0  # interactive runs: a live preview this often (0 = none)
 
     @classmethod
     def load(cls, folder: Path = HERE, env: dict[str, str] | None = None) -> Settings:
@@ -106,6 +107,12 @@ class Settings:
         s.endpoint = env.get("DFI_ENDPOINT") or s.endpoint
         if env.get("DFI_AUTOSTART"):
             s.autostart = env["DFI_AUTOSTART"].strip().lower() not in ("0", "false", "no", "off")
+        if env.get("DFI_PREVIEW_S"):
+            try:
+                s.preview_s = max(float(env["DFI_PREVIEW_S"]), 0.0)
+            except ValueError:
+                raise PluginError(f"DFI_PREVIEW_S={env['DFI_PREVIEW_S']!r} is not a number of seconds.",
+                                  "Set it to e.g. 2, or 0 for no live preview.") from None
         if env.get("DFI_EXECUTABLE"):
             s.dfi = [env["DFI_EXECUTABLE"]]
         if not s.endpoint:
@@ -300,22 +307,67 @@ def attributes(client: Client) -> list[dict[str, Any]]:
 Progress = Callable[[float, str], None]
 
 
+class Eta:
+    """Time left, from the pace of the reconstruction (neighbours and features run at another pace)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.start: tuple[float, float] | None = None  # (time, fraction) at the first reconstruct event
+
+    def update(self, stage: str, fraction: float) -> float | None:
+        if stage != "reconstruct":
+            return None
+        now = self.clock()
+        if self.start is None:
+            self.start = (now, fraction)
+            return None
+        t0, f0 = self.start
+        if fraction - f0 < 0.02 or now - t0 < 1.0:
+            return None  # too little seen to tell
+        return (now - t0) / (fraction - f0) * max(1.0 - fraction, 0.0)
+
+
+def duration(seconds: float) -> str:
+    """'45 s', '3 min 20 s', '1 h 5 min': rounded as a person would say it."""
+    s = max(int(round(seconds)), 1)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s" if s < 600 else f"{round(s / 60)} min"
+    return f"{s // 3600} h {(s % 3600) // 60} min"
+
+
 def run_job(client: Client, msg: dict[str, Any], progress: Progress, marks: dict[str, float] | None = None,
-            stall_timeout: float | None = Settings.stall_timeout_s) -> dict[str, Any]:
+            stall_timeout: float | None = Settings.stall_timeout_s,
+            preview: Callable[[dict[str, Any]], None] | None = None,
+            cancelled: Callable[[], bool] = lambda: False) -> dict[str, Any]:
     """Send an edit/inpaint and stream the daemon's progress events to ``progress``.
 
-    ``marks`` gets the wall-clock time each stage was first seen (for timing reports).
+    ``marks`` gets the wall-clock time each stage was first seen (for timing reports); ``preview``
+    the live preview images (ask for them with the ``preview`` option). Once ``cancelled()`` is
+    true the job is cancelled on the daemon, which answers with a ``cancelled`` error.
     """
+
+    eta = Eta()
+    job: list[str] = []  # the job's id once accepted; emptied when its cancel has been sent
 
     def on_event(reply: dict[str, Any]) -> None:
         kind = reply.get("type")
+        if kind == "accepted":
+            job.append(reply["job"])
+        if job and cancelled():
+            client.send(P.simple("cancel", job=job.pop()))
+        if preview is not None and kind == "progress" and reply.get("preview"):
+            preview(reply["preview"])
         if marks is not None and kind == "progress":
             marks.setdefault(f"stage_{reply.get('stage')}", time.time())
         if kind == "accepted" and reply.get("position"):
             progress(0.0, f"DFI: waiting for {reply['position']} job(s) ahead")
         elif kind == "progress":
             message = reply.get("message") or reply.get("stage", "")
-            progress(float(reply.get("fraction", 0.0)), f"DFI: {message}")
+            fraction = float(reply.get("fraction", 0.0))
+            left = eta.update(reply.get("stage", ""), fraction)
+            progress(fraction, f"DFI: {message}" + (f", about {duration(left)} left" if left is not None else ""))
 
     result = client.run_job(msg, on_event, stall_timeout=stall_timeout)
     progress(1.0, "DFI: done")

@@ -26,12 +26,15 @@ import gi  # noqa: E402
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
+gi.require_version("Babl", "0.1")
+import itertools  # noqa: E402
+
 import dfi_bridge as B  # noqa: E402
 from dfi_wire import protocol as P  # noqa: E402
-from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
+from gi.repository import Babl, Gegl, Gimp, GLib, GObject  # noqa: E402
 
 RGBA = "R'G'B'A u8"  # perceptual 8-bit: the byte values a PNG of the layer would hold
-MASK = "Y u8"
+FULL = "Y u8"  # the merge region without a selection: 0 and 255, which convert exactly into any channel format
 RW = GObject.ParamFlags.READWRITE
 
 
@@ -90,8 +93,12 @@ class DFIPlugIn(Gimp.PlugIn):
         MARKS["run"] = time.time()
         try:
             return self._run(procedure, item, run_mode, image, drawables, config)
+        except B.DaemonError as e:
+            if e.code == "cancelled":  # the user pressed Cancel in the preview window
+                return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
+            return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(B.describe(e)))
         except Exception as e:  # every failure becomes an error status with a message, never SUCCESS
-            if not isinstance(e, (B.PluginError, B.DaemonError)):
+            if not isinstance(e, B.PluginError):
                 traceback.print_exc()
             return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(B.describe(e)))
         finally:
@@ -180,12 +187,18 @@ class DFIPlugIn(Gimp.PlugIn):
         rect = Gegl.Rectangle.new(cx, cy, cw, ch)
         pixels = bytes(drawable.get_buffer().get(rect, 1.0, RGBA, Gegl.AbyssPolicy.CLAMP))
         photo = P.image_map(pixels, cw, ch, "RGBA8")
-        mask, region = None, b"\xff" * (cw * ch)
+        mask, region, region_fmt = None, b"\xff" * (cw * ch), FULL
         if has_selection:
+            # The selection exactly as GIMP stores it (Y u8, Y u16, Y float, …: linear, the weights GIMP itself
+            # blends with). It goes back into the merge channel unconverted, so a feathered selection's band is
+            # merged with GIMP's own weights; any conversion (say to Y u8 and back into a Y' u8 channel) would
+            # change them.
+            selection = image.get_selection()
+            region_fmt = Babl.get_name(selection.get_format())
             sel_rect = Gegl.Rectangle.new(ox + cx, oy + cy, cw, ch)
-            region = bytes(image.get_selection().get_buffer().get(sel_rect, 1.0, MASK, Gegl.AbyssPolicy.NONE))
+            region = bytes(selection.get_buffer().get(sel_rect, 1.0, region_fmt, Gegl.AbyssPolicy.NONE))
             # The daemon edits the whole selected area; GIMP applies a soft selection's weights once, on merge.
-            mask = P.image_map(region.translate(B.BINARY), cw, ch, "L8")
+            mask = P.image_map(_touched(region, len(region) // (cw * ch)), cw, ch, "L8")
 
         MARKS["read"] = time.time()
         options = B.edit_options(config.get_property("quality"), config.get_property("iterations"),
@@ -206,12 +219,27 @@ class DFIPlugIn(Gimp.PlugIn):
             msg = P.edit_request(photo, attribute, strengths, mask, **options)
             noun = B.layer_noun(item.label if item.attribute else known[attribute].get("label", attribute))
 
+        window = None
+        if interactive and settings.preview_s > 0:
+            from dfi_preview import PreviewWindow
+
+            msg.setdefault("options", {})["preview"] = settings.preview_s
+            window = PreviewWindow(noun)
+
         def progress(fraction, text):
             Gimp.progress_set_text(text)
             Gimp.progress_update(min(max(fraction, 0.0), 1.0))
+            if window is not None:
+                window.text(text)
 
         MARKS["sent"] = time.time()
-        result = B.run_job(client, msg, progress, MARKS, settings.stall_timeout_s)
+        try:
+            result = B.run_job(client, msg, progress, MARKS, settings.stall_timeout_s,
+                               preview=window.show if window else None,
+                               cancelled=(lambda: window.cancelled) if window else (lambda: False))
+        finally:
+            if window is not None:
+                window.close()
         MARKS["result"], MARKS["engine_s"] = time.time(), result.get("seconds")
         images = result.get("images", [])
         if len(images) != len(strengths):
@@ -232,8 +260,8 @@ class DFIPlugIn(Gimp.PlugIn):
             with _merge_selection(image) as channel:
                 below = drawable
                 for s, im in zip(strengths, images):
-                    where = B.changed_region(region, pixels, im["data"]) if exact else region
-                    below = self._insert(image, drawable, below, im["data"], rect, channel, where,
+                    where = _only_changed(region, pixels, im["data"]) if exact else region
+                    below = self._insert(image, drawable, below, im["data"], rect, channel, where, region_fmt,
                                          B.layer_name(noun, s))
         finally:
             image.undo_group_end()
@@ -245,19 +273,21 @@ class DFIPlugIn(Gimp.PlugIn):
                 Gimp.message("DFI: " + "\n".join(notes))
 
     @staticmethod
-    def _insert(image, source, below, data, rect, channel, region, name):
+    def _insert(image, source, below, data, rect, channel, region, region_fmt, name):
         """A copy of the source directly above ``below``, with the result merged in through ``region``.
 
-        The region (the selection as it was sent, in ``channel``) is the selection only
-        for the merge. merge_shadow applies the new pixels only there, at the layer's own
-        precision: every pixel outside stays exactly the source's.
+        The region (the selection as it was read, in ``region_fmt``, put in ``channel``) is the
+        selection only for the merge. merge_shadow applies the new pixels only there, blending
+        with its weights as GIMP blends any filter or fill through a selection, at the layer's
+        own precision: every pixel outside stays exactly the source's.
         """
         layer = source.copy()
         layer.set_name(name)
         layer.set_lock_content(False)
         _check(image.insert_layer(layer, source.get_parent(), image.get_item_position(below)), "insert the new layer")
         _, ox, oy = layer.get_offsets()
-        channel.get_buffer().set(Gegl.Rectangle.new(ox + rect.x, oy + rect.y, rect.width, rect.height), MASK, region)
+        box = Gegl.Rectangle.new(ox + rect.x, oy + rect.y, rect.width, rect.height)
+        channel.get_buffer().set(box, _raw_format(channel, region_fmt), region)
         _check(image.select_item(Gimp.ChannelOps.REPLACE, channel), "select the edited region")
         shadow = layer.get_shadow_buffer()
         shadow.set(rect, RGBA, data)
@@ -273,19 +303,57 @@ def _check(ok, what):
                             "(Layers dialog) and run the edit again.")
 
 
+def _touched(region, bpp):
+    """L8 from a mask of ``bpp`` bytes a pixel: 255 wherever it is above zero (any of its bytes is not 0)."""
+    acc = region[0::bpp]
+    for i in range(1, bpp):  # OR of the pixels' bytes, as big integers (no carries between bytes)
+        acc = (int.from_bytes(acc, "little") | int.from_bytes(region[i::bpp], "little")).to_bytes(len(acc), "little")
+    return acc.translate(B.BINARY)
+
+
+def _only_changed(region, sent, result):
+    """``region`` (any mask format) with the pixels whose RGBA8 value the edit did not change set to zero."""
+    keep = B.changed_region(b"\xff" * (len(sent) // 4), sent, result)  # 255 where changed, else 0
+    bpp = len(region) // len(keep)
+    if bpp > 1:
+        keep = bytes(itertools.chain.from_iterable(zip(*[keep] * bpp)))  # each pixel's flag for each of its bytes
+    return (int.from_bytes(region, "little") & int.from_bytes(keep, "little")).to_bytes(len(region), "little")
+
+
+def _raw_format(channel, region_fmt):
+    """The format to write the merge region into ``channel`` with, so that the selection it makes holds it unchanged.
+
+    GIMP copies masks between channels and the selection value for value, whatever the formats' TRC says (an
+    8-bit image's selection is "Y u8", its channels "Y' u8"): with the same component type the region is written
+    raw, in the channel's own format. Otherwise (not seen in GIMP 3.0 or 3.2) babl converts.
+    """
+    own = Babl.get_name(channel.get_format())
+    return own if own.split()[-1] == region_fmt.split()[-1] else region_fmt
+
+
 @contextlib.contextmanager
 def _merge_selection(image):
-    """A temporary channel to merge through; the user's selection (changed meanwhile or not) is restored."""
-    channel = Gimp.Channel.new(image, "DFI region", image.get_width(), image.get_height(), 100.0,
-                               Gegl.Color.new("black"))
-    _check(image.insert_channel(channel, None, 0), "add a temporary channel")
-    current = Gimp.Selection.save(image)
+    """A temporary channel to merge through; the user's selection (changed meanwhile or not) is restored.
+
+    select_item feathers and antialiases by the context's settings, which are the caller's (a script that made a
+    feathered selection leaves feathering on): off here, in a context of our own, so every selection is taken as is.
+    """
+    Gimp.context_push()
     try:
-        yield channel
+        Gimp.context_set_feather(False)
+        Gimp.context_set_antialias(False)
+        channel = Gimp.Channel.new(image, "DFI region", image.get_width(), image.get_height(), 100.0,
+                                   Gegl.Color.new("black"))
+        _check(image.insert_channel(channel, None, 0), "add a temporary channel")
+        current = Gimp.Selection.save(image)
+        try:
+            yield channel
+        finally:
+            image.select_item(Gimp.ChannelOps.REPLACE, current)
+            image.remove_channel(current)
+            image.remove_channel(channel)
     finally:
-        image.select_item(Gimp.ChannelOps.REPLACE, current)
-        image.remove_channel(current)
-        image.remove_channel(channel)
+        Gimp.context_pop()
 
 
 Gimp.main(DFIPlugIn.__gtype__, sys.argv)

@@ -1,11 +1,15 @@
-"""A real GIMP 3 for the plug-in tests: a Debian trixie root, headless or under Xvfb.
+"""A real GIMP 3 for the plug-in tests: a Debian root per GIMP version, headless or under Xvfb.
 
-The root is built once by ``tests/gimp/build_root.sh`` into a cache folder
-outside the checkout (``DFI_GIMP_ROOT``, default /var/cache/gimp-dfi/trixie-gimp3)
-and reused. GIMP runs in it through ``chroot``; it shares the host's network,
-so the plug-in reaches the host's daemon on tcp://127.0.0.1. Each session works
-in its own folder inside the root, with its own GIMP profile, and GIMP executes
-``tests/gimp/batch.py`` on a JSON plan; the tests assert on what it writes.
+GIMP 3.0 comes from a Debian trixie root, GIMP 3.2 from a sid root. Each is built
+once by ``tests/gimp/build_root.sh`` into a cache folder outside the checkout
+(``DFI_GIMP_ROOT``, default /var/cache/gimp-dfi/trixie-gimp3, and ``DFI_GIMP32_ROOT``,
+default /var/cache/gimp-dfi/sid-gimp3) and reused; ``DFI_GIMP_VERSIONS=3.0`` limits
+the tests to some versions. GIMP runs in a root through ``chroot``, with the
+binaries of the version it holds (``gimp-console-3.X``, ``gimp-3.X``); it shares
+the host's network, so the plug-in reaches the host's daemon on tcp://127.0.0.1.
+Each session works in its own folder inside the root, with its own GIMP profile,
+and GIMP executes ``tests/gimp/batch.py`` on a JSON plan; the tests assert on
+what it writes.
 """
 
 from __future__ import annotations
@@ -24,24 +28,55 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 HERE = REPO / "tests" / "gimp"
-DEFAULT_ROOT = "/var/cache/gimp-dfi/trixie-gimp3"
+# GIMP version -> (Debian suite that packages it, environment variable for its root, default root)
+ROOTS = {
+    "3.0": ("trixie", "DFI_GIMP_ROOT", "/var/cache/gimp-dfi/trixie-gimp3"),
+    "3.2": ("sid", "DFI_GIMP32_ROOT", "/var/cache/gimp-dfi/sid-gimp3"),
+}
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 GIMP_TIMEOUT = 240
 
 
-def build_root() -> tuple[Path | None, str]:
-    """(root, "") when a GIMP 3 root is ready, else (None, why it cannot be built here)."""
-    root = Path(os.environ.get("DFI_GIMP_ROOT", DEFAULT_ROOT))
+def versions() -> list[str]:
+    """The GIMP versions to test: all of ROOTS, or those listed in DFI_GIMP_VERSIONS (e.g. "3.0,3.2")."""
+    wanted = os.environ.get("DFI_GIMP_VERSIONS")
+    if not wanted:
+        return list(ROOTS)
+    picked = [v.strip() for v in wanted.split(",") if v.strip()]
+    unknown = [v for v in picked if v not in ROOTS]
+    if unknown:
+        raise ValueError(f"DFI_GIMP_VERSIONS names {unknown}; known: {', '.join(ROOTS)}")
+    return picked
+
+
+def gimp_version(root: Path) -> str | None:
+    """The GIMP major.minor a root holds, from its binaries (gimp-console-3.X); the highest if several."""
+    found = [p.name.removeprefix("gimp-console-") for p in (root / "usr" / "bin").glob("gimp-console-3.*")]
+    found = [v for v in found if v.replace(".", "").isdigit()]
+    return max(found, key=lambda v: tuple(map(int, v.split(".")))) if found else None
+
+
+def build_root(version: str = "3.0") -> tuple[Path | None, str]:
+    """(root, "") when a root with GIMP ``version`` is ready, else (None, why it cannot be built here)."""
+    suite, env, default = ROOTS[version]
+    root = Path(os.environ.get(env, default))
     if sys.platform != "linux" or not shutil.which("chroot"):
         return None, "real-GIMP tests need Linux with chroot"
     t0 = time.monotonic()
-    res = subprocess.run(["bash", str(HERE / "build_root.sh"), str(root)], capture_output=True, text=True)
+    res = subprocess.run(["bash", str(HERE / "build_root.sh"), str(root), suite], capture_output=True, text=True)
     if res.returncode == 3:
         return None, res.stderr.strip().splitlines()[-1]
     if res.returncode != 0:
         raise RuntimeError(f"building the GIMP root failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
     print(f"\n[gimp] {res.stdout.strip()} ({time.monotonic() - t0:.0f} s)", file=sys.stderr)
+    found = gimp_version(root)
+    if found != version:
+        raise RuntimeError(f"{root} ({env}) holds GIMP {found}, not {version}: point {env} at a {suite} root, "
+                           f"or update ROOTS in {Path(__file__).name} if {suite} moved on")
     return root, ""
+
+
+DTYPES = {"u8": np.uint8, "u16": np.uint16, "float": np.float32}
 
 
 @dataclass
@@ -67,12 +102,17 @@ class Run:
         assert "error" not in found[nth], f"{found[nth]['error']}\n{found[nth].get('traceback')}"
         return found[nth]
 
+    def selection(self, nth: int = 0) -> np.ndarray:
+        """The selection mask that a ``selection`` step wrote, H×W in its own format (uint8, uint16 or float32)."""
+        entry = self.step("selection", nth)
+        w, h = entry["size"]
+        return np.fromfile(self.out / entry["pixels"], DTYPES[entry["dtype"]]).reshape(h, w)
+
     def layers(self, nth: int = 0) -> list[Layer]:
         out = []
         for entry in self.step("dump", nth)["layers"]:
             w, h = entry["size"]
-            dtype = {"u8": np.uint8, "u16": np.uint16, "float": np.float32}[entry.get("dtype", "u8")]
-            px = np.fromfile(self.out / entry["pixels"], dtype).reshape(h, w, 4)
+            px = np.fromfile(self.out / entry["pixels"], DTYPES[entry.get("dtype", "u8")]).reshape(h, w, 4)
             out.append(Layer(entry["name"], entry["position"], tuple(entry["offsets"]), px))
         return out
 
@@ -82,6 +122,10 @@ class Gimp:
 
     def __init__(self, root: Path, name: str) -> None:
         self.root = root
+        self.version = gimp_version(root)
+        if self.version is None:
+            raise RuntimeError(f"{root} holds no gimp-console-3.*")
+        self.console, self.gui = f"gimp-console-{self.version}", f"gimp-{self.version}"
         self.inner = f"/dfi/{name}-{os.getpid()}"  # the work folder as GIMP sees it
         self.work = root / self.inner.lstrip("/")
         shutil.rmtree(self.work, ignore_errors=True)
@@ -90,10 +134,14 @@ class Gimp:
         shutil.copy(HERE / "batch.py", self.work / "batch.py")
         self.runs = 0
 
-    def install(self, endpoint: str) -> str:
-        """Install the plug-in into this session's profile with the project's installer; returns its report."""
+    def install(self, endpoint: str, keys_dir: Path | None = None) -> str:
+        """Install the plug-in into this session's profile with the project's installer; returns its report.
+
+        ``keys_dir``: the test daemon's local CURVE keys (a tcp:// endpoint needs them in the plug-in).
+        """
+        keys = ["--keys-dir", str(keys_dir)] if keys_dir is not None else []
         res = subprocess.run([sys.executable, str(REPO / "install" / "gimp_plugin.py"), "--root", str(self.root),
-                              "--profile", self.profile, "--endpoint", endpoint, "--no-autostart"],
+                              "--profile", self.profile, "--endpoint", endpoint, "--no-autostart", *keys],
                              capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, res.stdout + res.stderr
         return res.stdout
@@ -108,8 +156,10 @@ class Gimp:
 
     def cmd(self, *argv: str, env: dict[str, str] | None = None) -> list[str]:
         extra = [f"{k}={v}" for k, v in (env or {}).items()]
+        # GLYCIN_DISABLE_SANDBOX: GIMP 3.2's GUI loads its icons through glycin, whose bwrap sandbox cannot start
+        # in a chroot (GIMP aborts). Only for these throw-away test GIMPs; GIMP 3.0 ignores it.
         return ["chroot", str(self.root), "/usr/bin/env", "-i", "HOME=/root", "LANG=C.UTF-8", f"PATH={PATH}",
-                f"GIMP3_DIRECTORY={self.profile}", *extra, *argv]
+                f"GIMP3_DIRECTORY={self.profile}", "GLYCIN_DISABLE_SANDBOX=i-know-the-risks", *extra, *argv]
 
     def run(self, steps: list[dict], env: dict[str, str] | None = None, gui: bool = False,
             during=None, timeout: float = GIMP_TIMEOUT) -> Run:
@@ -132,7 +182,7 @@ class Gimp:
                 time.sleep(1.0)
                 env["DISPLAY"] = display
                 args = ["-n", "-s", *args[2:]]
-            proc = subprocess.Popen(self.cmd("gimp-3.0" if gui else "gimp-console-3.0", *args, env=env),
+            proc = subprocess.Popen(self.cmd(self.gui if gui else self.console, *args, env=env),
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             try:
                 if during is not None:

@@ -17,7 +17,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 WIRE_ALLOWED = {"zmq", "msgpack", "dfi_wire"}  # plus the standard library
-PLUGIN_ALLOWED = WIRE_ALLOWED | {"gi", "dfi_bridge"}
+PLUGIN_ALLOWED = WIRE_ALLOWED | {"gi", "dfi_bridge", "dfi_preview"}
 HEAVY = ("torch", "numpy", "PIL", "scipy", "dfi_engine", "dfi_daemon")
 
 

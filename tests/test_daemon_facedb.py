@@ -97,3 +97,27 @@ def test_inpaint_through_the_database(served):
     res = np.asarray(Image.open(root / "q_filled.png"))
     assert np.array_equal(res[mask == 0], photo[mask == 0])
     assert not np.array_equal(res[mask > 0], photo[mask > 0])
+
+
+def test_an_aligned_edit_previews_the_whole_photo(served):
+    """Live previews of an aligned edit show the photo (warped back and blended), small, not the aligned crop."""
+    from dfi_wire import protocol as P
+    from skimage import data
+
+    d, _ = served
+    photo = data.astronaut()[:400, 60:460].copy()
+    msg = P.edit_request(P.image_map(photo.tobytes(), 400, 400, "RGB8"), "dark_beard", [1.0], iterations=60, k=10,
+                         scaling="none", preview=0.5)
+    previews = []
+    with d.client(120) as c:
+        c.run_job(msg, on_event=lambda e: previews.append(e["preview"]) if e.get("preview") else None)
+    assert previews, "previews were asked for (60 iterations at this size take over 2 s)"
+    for p in previews:
+        assert (p["width"], p["height"], p["format"]) == (P.PREVIEW_MAX_SIDE, P.PREVIEW_MAX_SIDE, "RGB8")
+    last = np.frombuffer(previews[-1]["data"], np.uint8).reshape(256, 256, 3).astype(int)
+    small = np.asarray(Image.fromarray(photo).resize((256, 256), Image.Resampling.BOX)).astype(int)
+    assert np.abs(last[:20] - small[:20]).max() <= 2, "the top of the photo is unchanged in the preview too"
+    with d.client(120) as c:  # without the option: no previews
+        events = []
+        c.run_job({**msg, "options": {**msg["options"], "preview": 0, "iterations": 40}}, on_event=events.append)
+    assert not any("preview" in e for e in events)

@@ -103,7 +103,7 @@ def test_progress_and_cancel(net, setup):
     photo, w = setup
     seen: list[int] = []
 
-    def progress(stage: str, done: int, total: int) -> None:
+    def progress(stage: str, done: int, total: int, **extra) -> None:
         if stage == "reconstruct":
             seen.append(done)
 
@@ -125,3 +125,25 @@ def test_inpaint_fills_region_from_neighbours(net, setup):
     err_fill = np.abs(out[mask].astype(float) - photo[mask]).mean()
     err_grey = np.abs(127.5 - photo[mask].astype(float)).mean()
     assert err_fill < 0.85 * err_grey, "the fill must look more like a face than the grey start"
+
+
+def test_progress_renders_the_result_as_it_forms(net, setup):
+    """The reconstruct stage's render() is the current result finished like the final one (for live previews)."""
+    photo, w = setup
+    mask = np.zeros(photo.shape[:2], bool)
+    mask[30:50, 10:54] = True
+    rendered: list[np.ndarray] = []
+
+    def progress(stage: str, done: int, total: int, render=None, **_) -> None:
+        if stage == "reconstruct":
+            assert render is not None
+            rendered.append(render())
+
+    res = apply_vector(net, photo, w, [2.0, 4.0], mask, options=opts(8, feather=0.0), progress=progress)
+    assert len(rendered) == 8
+    for r in rendered:
+        assert r.shape == photo.shape and r.dtype == photo.dtype
+        assert np.array_equal(r[~mask], photo[~mask]), "composed through the selection like the result"
+    assert not np.array_equal(rendered[-1], photo), "the edit shows while it forms"
+    assert np.abs(rendered[-1].astype(float) - res.images[0]).mean() < np.abs(rendered[0].astype(float)
+                                                                                - res.images[0]).mean() + 1e-9

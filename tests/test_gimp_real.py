@@ -1,20 +1,22 @@
-"""The plug-in in a real GIMP 3.0 (Debian trixie root), talking to a real daemon on the host.
+"""The plug-in in a real GIMP 3.0 (Debian trixie root) and 3.2 (sid root), talking to a real daemon on the host.
 
-The plug-in is installed by the project's installer; GIMP is driven through the
-PDB (headless, and the GUI binary under Xvfb for the dialog and for undo, which
-the PDB cannot trigger). Skips with the reason only where the root cannot be
-built (no root privileges, no Debian mirror).
+Every test runs once per GIMP version (ids gimp3.0, gimp3.2; ``DFI_GIMP_VERSIONS``
+picks some). The plug-in is installed by the project's installer; GIMP is driven
+through the PDB (headless, and the GUI binary under Xvfb for the dialog and for
+undo, which the PDB cannot trigger). A version skips with the reason only where
+its root cannot be built (no root privileges, no Debian mirror).
 """
 
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from daemon_process import DaemonProcess
-from gimp_harness import Gimp, build_root, free_port, wait_file
+from gimp_harness import Gimp, build_root, free_port, versions, wait_file
 from PIL import Image
 
 PROCS = {
@@ -46,15 +48,16 @@ def rect_mask(rect: tuple[int, int, int, int], shape: tuple[int, int]) -> np.nda
     return m
 
 
-@pytest.fixture(scope="module")
-def gimp(tmp_path_factory):
-    root, why = build_root()
+@pytest.fixture(scope="module", params=versions(), ids=lambda v: f"gimp{v}")
+def gimp(request, tmp_path_factory):
+    root, why = build_root(request.param)
     if root is None:
-        pytest.skip(f"real GIMP 3 tests skipped: {why}")
+        pytest.skip(f"real GIMP {request.param} tests skipped: {why}")
     g = Gimp(root, "pytest")
+    assert g.version == request.param
     daemon = DaemonProcess(tmp_path_factory.mktemp("gimp-daemon"), endpoint=f"tcp://127.0.0.1:{free_port()}",
                            threads=2).start()
-    report = g.install(daemon.endpoint)
+    report = g.install(daemon.endpoint, daemon.config / "local-keys")
     assert "verified with GIMP's Python" in report, report
     buf = io.BytesIO()
     Image.fromarray(photo()).save(buf, "PNG")
@@ -199,6 +202,45 @@ def test_dialog_then_undo_in_the_gui(gimp):
     assert np.array_equal(source.pixels[..., :3], photo())
 
 
+def test_live_preview_then_cancel_in_the_gui(gimp):
+    """GUI: a preview window shows the result forming; its Cancel stops the job and adds nothing; a second run
+    with a preview finishes normally."""
+    seen = {}
+
+    def press(display, out):
+        dialog = gimp.wait_window(display, "^DFI: Add facial hair")
+        gimp.xdotool(display, "windowfocus", "--sync", dialog, "key", "Return")
+        gimp.wait_window(display, r"^DFI preview.*\[([2-9]|[1-9][0-9]+)\]", timeout=150)  # 2+ previews shown
+        with gimp.daemon.client() as c:
+            seen["running"] = c.status()["queue"]["running"]
+        for _ in range(10):  # a window id found a moment ago may be one GTK has replaced meanwhile
+            try:
+                gimp.xdotool(display, "windowfocus", "--sync", gimp.wait_window(display, "^DFI preview"), "key",
+                             "Escape")
+                break
+            except AssertionError:
+                time.sleep(0.3)
+        dialog = gimp.wait_window(display, "^DFI: Add facial hair", timeout=120)
+        gimp.xdotool(display, "windowfocus", "--sync", dialog, "key", "Return")
+        gimp.wait_window(display, r"^DFI preview.*\[[1-9][0-9]*\]", timeout=150)
+        seen["second_preview"] = True
+
+    # a procedure no other test runs interactively: GIMP gives an interactive run its last values, not these args
+    call = {"op": "call", "proc": "plug-in-dfi-facial-hair", "interactive": True}
+    run = gimp.run([*load_steps(gimp), {"op": "select", "rect": list(EDIT_RECT)},
+                    {**call, "args": {"strengths": "1", "iterations": 3000}}, {"op": "dump"},
+                    {**call, "args": {"strengths": "1", "iterations": 40}}, {"op": "dump"}],
+                   env={"DFI_PREVIEW_S": "0.5"}, gui=True, during=press)
+    cancelled, finished = run.step("call", 0), run.step("call", 1)
+    assert seen.get("running"), "the job was running while its previews came"
+    assert cancelled["status"] == "cancel", cancelled
+    assert len(run.layers(0)) == 1, "a cancelled edit adds nothing"
+    assert seen.get("second_preview") and finished["status"] == "success", finished
+    assert len(run.layers(1)) == 2
+    with gimp.daemon.client() as c:
+        assert c.status()["queue"]["running"] is None, "the cancelled job is gone from the daemon"
+
+
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -239,3 +281,110 @@ def test_killing_the_plugin_makes_the_daemon_drop_the_job(gimp):
     assert "dropped_after_s" in seen, f"the job never ran: {call}"
     assert call["status"] != "success"
     assert seen["dropped_after_s"] < 15
+
+
+# ------------------------------------------------------------------ soft selections
+SOFT_ELLIPSE = (58, 44, 100, 124)  # image coordinates: the face of soft_photo(), in a feathered ellipse
+FEATHER = 16  # px; the band where the selection is partial is about this wide
+FILL_COLOR = "#e63380"
+SOFT_STRENGTH = "4"  # a strong edit, so that a wrong weight in the band shows
+DEPTHS = {"u8": (None, "R'G'B'A u8", np.uint8, 255), "u16": ("U16_NON_LINEAR", "R'G'B'A u16", np.uint16, 65535)}
+
+
+def soft_photo() -> np.ndarray:
+    """The astronaut's face, 160×160: a real photo, small enough to keep the four edits below quick."""
+    from skimage import data
+
+    return data.astronaut()[16:176, 136:296].copy()
+
+
+def soft_steps(g: Gimp, depth: str) -> list[dict]:
+    """The plug-in's edit through a feathered ellipse, and GIMP's own blend of the same edit through it.
+
+    The second call edits the same box through the hardened selection (every touched pixel fully selected:
+    the daemon gets the same request, so the same edit), which gives the edit itself; GIMP merges that
+    through the original feathered selection. The first call runs with the context's feather on, as a
+    script's would after making a feathered selection.
+    """
+    precision, fmt = DEPTHS[depth][:2]
+    edit = {"op": "call", "proc": "plug-in-dfi-facial-hair",
+            "args": {"strengths": SOFT_STRENGTH, "iterations": ITERATIONS}}
+    load = {"op": "load", "path": g.soft_photo, "offsets": list(OFFSET), "canvas": list(CANVAS), "precision": precision}
+    return [load,
+            {"op": "select", "ellipse": list(SOFT_ELLIPSE), "feather": FEATHER},
+            {"op": "save_selection", "name": "soft"},
+            {"op": "selection"},
+            edit,
+            {"op": "rename", "name": f"DFI facial hair {SOFT_STRENGTH}", "to": "plug-in"},
+            {"op": "selection"},
+            {"op": "harden"},
+            {"op": "pick", "name": "Background"},
+            edit,
+            {"op": "rename", "name": f"DFI facial hair {SOFT_STRENGTH}", "to": "edit"},
+            {"op": "restore_selection", "name": "soft"},
+            {"op": "selection"},
+            {"op": "reference", "edit": "edit", "source": "Background", "name": "GIMP"},
+            {"op": "fill_check", "source": "Background", "color": FILL_COLOR, "name": "fill"},
+            {"op": "dump", "format": fmt}]
+
+
+@pytest.fixture(scope="module")
+def soft(gimp):
+    """One headless GIMP session: the feathered edit on the 8-bit photo, then on the same photo at 16 bits,
+    then an edit of the whole 16-bit layer (no selection)."""
+    buf = io.BytesIO()
+    Image.fromarray(soft_photo()).save(buf, "PNG")
+    gimp.soft_photo = gimp.put("face.png", buf.getvalue())
+    whole = [{"op": "load", "path": gimp.soft_photo, "offsets": list(OFFSET), "canvas": list(CANVAS),
+              "precision": "U16_NON_LINEAR"}, {"op": "select"},
+             {"op": "call", "proc": "plug-in-dfi-facial-hair", "args": {"strengths": "1", "iterations": ITERATIONS}},
+             {"op": "dump", "format": "R'G'B'A u16"}]
+    return gimp.run([step for depth in DEPTHS for step in soft_steps(gimp, depth)] + whole)
+
+
+@pytest.mark.parametrize("depth", list(DEPTHS))
+def test_feathered_selection_blends_exactly_like_gimp(soft, depth):
+    """The new layer is GIMP's own blend of source and edit through the feathered selection, in the image's
+    precision: within 1 level at 8 bits in the band, inside and outside (outside: identical to the source)."""
+    k = list(DEPTHS).index(depth)
+    _, _, dtype, full = DEPTHS[depth]
+    level = full / 255
+    for nth in (2 * k, 2 * k + 1):
+        call = soft.step("call", nth)
+        assert call["status"] == "success", call["message"]
+    before, after, reference_sel = (soft.selection(3 * k + i) for i in range(3))
+    assert np.array_equal(after, before), "the plug-in left the user's selection changed"
+    assert np.array_equal(reference_sel, before), "the reference did not blend through the same selection"
+    layers = {la.name: la for la in soft.layers(k)}
+    px = {name: la.pixels[..., :3].astype(np.float64) for name, la in layers.items()}
+    assert layers["Background"].pixels.dtype == dtype
+    # The reference is what Edit → Fill does: GIMP's fill through the selection equals its merge through it.
+    assert np.abs(px["fill"] - px["fill merge"]).max() <= level
+
+    x, y = OFFSET
+    h, w = soft_photo().shape[:2]
+    sel = before[y:y + h, x:x + w]
+    band, inside, outside = (sel > 0) & (sel < full), sel == full, sel == 0
+    assert min(band.sum(), inside.sum(), outside.sum()) > 500, (band.sum(), inside.sum(), outside.sum())
+    assert np.array_equal(layers["Background"].pixels[..., :3] // (full // 255), soft_photo())
+    source, edit = px["Background"], px["edit"]
+    # The edit must differ from the source in the band, or a wrong weight would go unseen.
+    assert np.percentile(np.abs(edit - source).max(axis=-1)[band], 90) > 10 * level
+    err = np.abs(px["plug-in"] - px["GIMP"]).max(axis=-1) / level  # in levels at 8 bits
+    print(f"{depth}: max error vs GIMP's blend in levels at 8 bits: band {err[band].max():.2f}, "
+          f"inside {err[inside].max():.2f}, outside {err[outside].max():.2f}")
+    for name, region in (("band", band), ("inside", inside), ("outside", outside)):
+        assert err[region].max() <= 1, f"{name}: off by up to {err[region].max():.1f} levels at 8 bits"
+    assert np.array_equal(layers["plug-in"].pixels[outside], layers["Background"].pixels[outside])
+
+
+def test_whole_layer_edit_at_16_bits(soft):
+    """No selection: the whole layer is edited; changed pixels take the edit's 8-bit values, the rest keep 16 bits."""
+    call = soft.step("call", 2 * len(DEPTHS))
+    assert call["status"] == "success", call["message"]
+    new, source = soft.layers(len(DEPTHS))
+    assert new.name == "DFI facial hair 1" and new.offsets == OFFSET
+    assert np.array_equal(source.pixels[..., :3] // 257, soft_photo()), "the 16-bit source was modified"
+    changed = np.any(new.pixels != source.pixels, axis=-1)
+    assert changed.mean() > 0.5, f"only {changed.mean():.0%} of the layer changed"
+    assert np.all(new.pixels[changed] % 257 == 0), "an edited pixel is not the edit's 8-bit value"

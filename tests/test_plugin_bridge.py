@@ -165,6 +165,18 @@ def test_progress_events_reach_the_callback(bridge, tmp_path):
     assert any("iteration" in text for _, text in seen), seen
 
 
+def test_the_progress_text_estimates_the_time_left(bridge):
+    now = [0.0]
+    eta = bridge.Eta(lambda: now[0])
+    assert eta.update("features", 0.1) is None, "only the reconstruction's pace counts"
+    assert eta.update("reconstruct", 0.25) is None
+    now[0] = 10.0
+    left = eta.update("reconstruct", 0.50)  # a quarter of the job in 10 s: half of it in 20 s
+    assert left == pytest.approx(20.0)
+    assert [bridge.duration(s) for s in (0.2, 44.6, 200, 1500, 3900)] == ["1 s", "45 s", "3 min 20 s", "25 min",
+                                                                            "1 h 5 min"]
+
+
 def test_a_wedged_job_is_cancelled_after_the_stall_timeout(bridge):
     """A daemon that answers heartbeats but never progresses (a fake: the real one cannot be wedged on purpose)."""
     import threading

@@ -13,7 +13,7 @@ import os
 import sys
 
 from .. import bench
-from . import daemon_cmd, db, demo, images
+from . import daemon_cmd, db, demo, doctor, images
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     images.register(sub)
     db.register(sub)
     bench.register(sub)
+    doctor.register(sub)
     return parser
 
 

@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 from dfi_wire import protocol as P
 
+from .preview import Previews
 from .sources import NeighbourSource, UnknownAttribute
 
-ProgressFn = Callable[[str, float, str], None]  # (stage, overall fraction 0..1, message)
+ProgressFn = Callable[..., None]  # (stage, overall fraction 0..1, message, preview=image map or None)
 
 
 def _array(im: P.Image) -> np.ndarray:
@@ -108,11 +109,14 @@ class Runner:
         if "RANDOM" in self.net.label:
             notes.append(f"weights: {self.net.label}")
 
-        def engine_progress(stage: str, done: int, total: int) -> None:
+        previews = Previews(float(opts.get("preview", 0.0)), req["image"].format)
+
+        def engine_progress(stage: str, done: int, total: int, render: Any = None, **_: Any) -> None:
             if cancelled():  # neighbour features have no cancel hook of their own
                 raise CancelledError("The job was cancelled.")
             if stage == "reconstruct":
-                progress("reconstruct", 0.25 + 0.72 * done / max(total, 1), f"iteration {done}/{total}")
+                progress("reconstruct", 0.25 + 0.72 * done / max(total, 1), f"iteration {done}/{total}",
+                         preview=previews.maybe(render))
             else:
                 part = 0.0 if stage.startswith("target") else 0.5
                 progress("features", 0.05 + 0.2 * (part + 0.5 * done / max(total, 1)), f"{stage} {done}/{total}")

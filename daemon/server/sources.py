@@ -21,7 +21,7 @@ from typing import Any, Protocol, TypedDict
 
 import numpy as np
 
-ProgressFn = Callable[[str, int, int], None]
+ProgressFn = Callable[..., None]  # the engine's: (stage, done, total, **extra)
 
 
 class Attribute(TypedDict):

@@ -54,12 +54,15 @@ class Worker:
                     continue
                 last = [0.0, ""]
 
-                def progress(stage: str, fraction: float, message: str, job: Job = job, last: list = last) -> None:
+                def progress(stage: str, fraction: float, message: str, preview: dict | None = None,
+                             job: Job = job, last: list = last) -> None:
                     now = time.monotonic()
-                    if stage != last[1] or now - last[0] >= PROGRESS_EVERY_S or fraction >= 1.0:
+                    if stage != last[1] or now - last[0] >= PROGRESS_EVERY_S or fraction >= 1.0 or preview:
                         last[0], last[1] = now, stage
+                        extra = {"preview": preview} if preview else {}
                         emit(job, P.reply("progress", job.req_id, job=job.id, stage=stage,
-                                          fraction=round(min(max(fraction, 0.0), 1.0), 4), message=message), False)
+                                          fraction=round(min(max(fraction, 0.0), 1.0), 4), message=message,
+                                          **extra), False)
 
                 log.info("%s: %s started", job.id, job.request["op"])
                 final, state = self.execute(job, progress)

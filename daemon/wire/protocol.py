@@ -242,9 +242,12 @@ _OPTION_CHECKS = {
     "color": lambda f, v: _str(f, v, COLOR_MODES),
     "align": _bool,
     "feather": lambda f, v: _float(f, v, 0.0, 10_000.0),
+    "preview": lambda f, v: _float(f, v, 0.0, 3600.0),
 }
-EDIT_OPTIONS = ("iterations", "k", "scaling", "color", "align", "feather")
-INPAINT_OPTIONS = ("iterations", "k", "scaling", "color", "align")
+EDIT_OPTIONS = ("iterations", "k", "scaling", "color", "align", "feather", "preview")
+INPAINT_OPTIONS = ("iterations", "k", "scaling", "color", "align", "preview")
+PREVIEW_MIN_S = 0.5  # previews come at most this often, whatever a request asks
+PREVIEW_MAX_SIDE = 256  # a preview's longer side, in pixels
 
 
 def _options(field: str, v: Any, allowed: tuple[str, ...]) -> dict[str, Any]:

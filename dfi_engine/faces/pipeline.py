@@ -75,11 +75,11 @@ def edit_aligned(
     cancel: Callable[[], bool] | None = None,
     aligned: al.AlignedFace | None = None,
     feather_frac: float = 0.06,
-    runner: Callable[[np.ndarray, np.ndarray], EditResult] | None = None,
+    runner: Callable[[np.ndarray, np.ndarray, ProgressFn], EditResult] | None = None,
 ) -> FaceEditResult:
     """Apply an attribute vector ``w`` (computed on size×size aligned neighbours) to the face in ``photo``.
 
-    ``w`` may be None when ``runner(crop 0..1, crop mask)`` does the edit on the crop instead.
+    ``w`` may be None when ``runner(crop 0..1, crop mask, progress)`` does the edit on the crop instead.
     """
     rgb, alpha, spec = split_image(photo, options.max_pixels)
     user = to_mask(mask, spec.height, spec.width)
@@ -93,22 +93,32 @@ def edit_aligned(
 
         raise InputError("The selection does not overlap the face.", "Select (part of) the face, or select nothing.")
     crop_mask = np.where(crop_region > 0.01, crop_region, 0.0).astype(np.float32)
-    if runner is not None:  # e.g. inpainting, which needs the crop mask to build its vector
-        res = runner(af.crop / 255.0, crop_mask)
-    else:
-        res = apply_vector(net, af.crop / 255.0, w, strengths, crop_mask, options, progress, cancel)
     region, box = al.region_in_photo(af.matrix, size, (spec.height, spec.width), ellipse)
     weight_mask = region * user
     face_px = (box[2] - box[0] + box[3] - box[1]) / 2.0
     radius = options.feather if options.feather is not None else feather_frac * face_px
     weight = feather(weight_mask, radius) if ellipse else feather(weight_mask, 0.02 * min(spec.height, spec.width))
-    outs, crops = [], []
-    for edited in res.images:
+
+    def to_photo(edited: np.ndarray) -> np.ndarray:
+        """An edited crop (0..1) back into the photo: only the change is warped, then blended."""
         delta = edited.astype(np.float32) * 255.0 - af.crop
         back = al.warp_from_crop(delta, af.matrix, (spec.height, spec.width), box)
         out_rgb = blend(rgb, np.clip(rgb + back, 0.0, 255.0), weight)
-        outs.append(compose(photo, merge_image(out_rgb, spec, alpha), weight))
-        crops.append(np.clip(np.rint(edited * 255.0), 0, 255).astype(np.uint8))
+        return compose(photo, merge_image(out_rgb, spec, alpha), weight)
+
+    def photo_progress(stage: str, done: int, total: int, render: Callable[[], np.ndarray] | None = None,
+                       **extra) -> None:
+        if progress:
+            if render is not None:  # a live preview shows the photo, not the aligned crop
+                extra["render"] = lambda: to_photo(render())
+            progress(stage, done, total, **extra)
+
+    if runner is not None:  # e.g. inpainting, which needs the crop mask to build its vector
+        res = runner(af.crop / 255.0, crop_mask, photo_progress)
+    else:
+        res = apply_vector(net, af.crop / 255.0, w, strengths, crop_mask, options, photo_progress, cancel)
+    outs = [to_photo(edited) for edited in res.images]
+    crops = [np.clip(np.rint(edited * 255.0), 0, 255).astype(np.uint8) for edited in res.images]
     info = {"face": af.report(), "feather_px": round(float(radius), 2), "region_box": list(box)}
     return FaceEditResult(outs, res.strengths, res.losses, res.weights_label, af, crops, info)
 
@@ -191,7 +201,7 @@ def inpaint_face(
     af = align_photo(photo, size, detector, mask, whole_image, options.max_pixels)
     idx = select_appearance(database, thumbnail(af.crop), k, minimum, database.find(content_hash(photo)))
 
-    def run(crop01: np.ndarray, crop_mask: np.ndarray) -> EditResult:
+    def run(crop01: np.ndarray, crop_mask: np.ndarray, progress: ProgressFn) -> EditResult:
         region = crop_mask > 0.5
         if not region.any():
             from ..errors import InputError

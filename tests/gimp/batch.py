@@ -5,14 +5,52 @@ import json
 import os
 import time
 import traceback
+from array import array
 
-from gi.repository import Gegl, Gimp, Gio  # already loaded, with their versions, by python-eval
+from gi.repository import Babl, Gegl, Gimp, Gio  # already loaded, with their versions, by python-eval
 
 PLAN = json.load(open(os.environ["DFI_PLAN"]))
 OUT = PLAN["out"]
 RGBA = "R'G'B'A u8"
-state = {"image": None, "dumps": 0}
+state = {"image": None, "dumps": 0, "channels": {}}
 results = []
+
+
+def raw_file(data):
+    state["dumps"] += 1
+    name = f"dump{state['dumps']}.raw"
+    with open(os.path.join(OUT, name), "wb") as f:
+        f.write(bytes(data))
+    return name
+
+
+def layer_named(name):
+    return next(la for la in state["image"].get_layers() if la.get_name() == name)
+
+
+def whole(drawable):
+    return Gegl.Rectangle.new(0, 0, drawable.get_width(), drawable.get_height())
+
+
+def native(drawable):
+    """A drawable's pixels in its own format (no conversion), and that format's name."""
+    fmt = Babl.get_name(drawable.get_format())
+    return bytes(drawable.get_buffer().get(whole(drawable), 1.0, fmt, Gegl.AbyssPolicy.NONE)), fmt
+
+
+def merged_copy(source, data, fmt, name):
+    """A copy of ``source`` above everything with ``data`` merged in through the current selection by GIMP itself
+    (the shadow buffer and merge_shadow: the path of every GIMP filter, as Edit → Fill's is)."""
+    layer = source.copy()
+    layer.set_name(name)
+    state["image"].insert_layer(layer, None, 0)
+    shadow = layer.get_shadow_buffer()
+    shadow.set(whole(layer), fmt, data)
+    shadow.flush()
+    if not layer.merge_shadow(True):
+        raise RuntimeError("merge_shadow failed")
+    layer.update(0, 0, layer.get_width(), layer.get_height())
+    return layer
 
 
 def dump_layers(image, fmt=RGBA):
@@ -21,11 +59,7 @@ def dump_layers(image, fmt=RGBA):
     for pos, layer in enumerate(image.get_layers()):
         w, h = layer.get_width(), layer.get_height()
         _, ox, oy = layer.get_offsets()
-        raw = layer.get_buffer().get(Gegl.Rectangle.new(0, 0, w, h), 1.0, fmt, Gegl.AbyssPolicy.NONE)
-        state["dumps"] += 1
-        name = f"dump{state['dumps']}.rgba"
-        with open(os.path.join(OUT, name), "wb") as f:
-            f.write(bytes(raw))
+        name = raw_file(layer.get_buffer().get(Gegl.Rectangle.new(0, 0, w, h), 1.0, fmt, Gegl.AbyssPolicy.NONE))
         layers.append({"name": layer.get_name(), "position": pos, "offsets": [ox, oy], "size": [w, h],
                        "visible": layer.get_visible(), "pixels": name, "dtype": fmt.split()[-1]})
     return layers
@@ -46,12 +80,98 @@ def step_load(s):
 
 
 def step_select(s):
+    """A rectangle or an ellipse, feathered by ``feather`` px; the context keeps that feather setting afterwards,
+    as a script's does, so the calls that follow run with it."""
     image = state["image"]
+    Gimp.context_set_feather(bool(s.get("feather")))
+    if s.get("feather"):
+        Gimp.context_set_feather_radius(s["feather"], s["feather"])
     if s.get("rect"):
         image.select_rectangle(Gimp.ChannelOps.REPLACE, *s["rect"])
+    elif s.get("ellipse"):
+        image.select_ellipse(Gimp.ChannelOps.REPLACE, *s["ellipse"])
     else:
         Gimp.Selection.none(image)
     return {"bounds": list(Gimp.Selection.bounds(image))[1:]}
+
+
+def step_selection(s):
+    """The selection mask, raw in its own format (Y u8, Y u16, Y float: the weights GIMP blends with)."""
+    sel = state["image"].get_selection()
+    data, fmt = native(sel)
+    return {"format": fmt, "size": [sel.get_width(), sel.get_height()], "pixels": raw_file(data),
+            "dtype": fmt.split()[-1]}
+
+
+def step_save_selection(s):
+    image = state["image"]
+    layers = image.get_selected_layers()
+    state["channels"][s["name"]] = Gimp.Selection.save(image)
+    image.set_selected_layers(layers)  # saving made the new channel the active drawable
+    return {}
+
+
+def step_restore_selection(s):
+    Gimp.context_set_feather(False)  # select_item feathers by the context's setting
+    if not state["image"].select_item(Gimp.ChannelOps.REPLACE, state["channels"][s["name"]]):
+        raise RuntimeError("select_item failed")
+    return {}
+
+
+def step_harden(s):
+    """Every pixel the selection touches at all becomes fully selected."""
+    image = state["image"]
+    sel = image.get_selection()
+    weights = array("f", bytes(sel.get_buffer().get(whole(sel), 1.0, "Y float", Gegl.AbyssPolicy.NONE)))
+    hard = array("f", (1.0 if v > 0 else 0.0 for v in weights))
+    channel = Gimp.Channel.new(image, "hard", sel.get_width(), sel.get_height(), 100.0, Gegl.Color.new("black"))
+    image.insert_channel(channel, None, 0)
+    channel.get_buffer().set(whole(channel), "Y float", hard.tobytes())  # 0 and 1 convert exactly in any format
+    channel.get_buffer().flush()
+    Gimp.context_set_feather(False)
+    image.select_item(Gimp.ChannelOps.REPLACE, channel)
+    image.remove_channel(channel)
+    return {"bounds": list(Gimp.Selection.bounds(image))[1:]}
+
+
+def step_rename(s):
+    layer_named(s["name"]).set_name(s["to"])
+    return {}
+
+
+def step_reference(s):
+    """GIMP's own blend of ``source`` and the pixels of ``edit`` through the current selection, as a new layer."""
+    data, fmt = native(layer_named(s["edit"]))
+    merged_copy(layer_named(s["source"]), data, fmt, s["name"])
+    return {"format": fmt}
+
+
+def step_fill_check(s):
+    """Edit → Fill with a colour through the current selection, next to the shadow merge of that colour (as
+    step_reference merges): two layers, ``name`` and ``name`` + " merge"."""
+    source = layer_named(s["source"])
+    Gimp.context_push()
+    Gimp.context_set_foreground(Gegl.Color.new(s["color"]))
+    try:
+        filled = source.copy()
+        filled.set_name(s["name"])
+        state["image"].insert_layer(filled, None, 0)
+        if not filled.edit_fill(Gimp.FillType.FOREGROUND):
+            raise RuntimeError("edit_fill failed")
+        plain = source.copy()  # the colour itself, in the layer's own format
+        state["image"].insert_layer(plain, None, 0)
+        saved = Gimp.Selection.save(state["image"])
+        Gimp.Selection.none(state["image"])
+        plain.edit_fill(Gimp.FillType.FOREGROUND)
+        colour, fmt = native(plain)
+        Gimp.context_set_feather(False)
+        state["image"].select_item(Gimp.ChannelOps.REPLACE, saved)
+        state["image"].remove_channel(saved)
+        state["image"].remove_layer(plain)
+        merged_copy(source, colour, fmt, s["name"] + " merge")
+    finally:
+        Gimp.context_pop()
+    return {}
 
 
 def step_pick(s):
@@ -114,7 +234,9 @@ def step_display(s):
 
 
 STEPS = {"load": step_load, "pick": step_pick, "select": step_select, "procedures": step_procedures, "call": step_call,
-         "dump": step_dump, "display": step_display}
+         "dump": step_dump, "display": step_display, "selection": step_selection, "save_selection": step_save_selection,
+         "restore_selection": step_restore_selection, "harden": step_harden, "rename": step_rename,
+         "reference": step_reference, "fill_check": step_fill_check}
 try:
     for step in PLAN["steps"]:
         entry = {"op": step["op"]}

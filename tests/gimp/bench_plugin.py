@@ -1,6 +1,6 @@
 """Menu click to new layer in a real GIMP 3, and where the time goes.
 
-    .venv/bin/python tests/gimp/bench_plugin.py [--iterations 2 6] [--size 640] [--select 512]
+    .venv/bin/python tests/gimp/bench_plugin.py [--gimp 3.0|3.2] [--iterations 2 6] [--size 640] [--select 512]
 
 Edits a --select² selection of a --size² photo with "Add facial hair" through a
 real daemon (seeded random weights, synthetic neighbours) and prints, per call:
@@ -8,7 +8,7 @@ the plug-in's start-up inside GIMP, connecting, reading pixels, the daemon's
 engine time, transport and protocol (request to result minus engine) and
 inserting the layers. Two iteration counts give the cost per iteration, from
 which the preset times are extrapolated (labelled as such). Needs root and the
-GIMP root that the tests build (tests/gimp/build_root.sh).
+GIMP root of that version that the tests build (tests/gimp/build_root.sh).
 """
 
 from __future__ import annotations
@@ -22,17 +22,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from daemon_process import DaemonProcess  # noqa: E402
-from gimp_harness import Gimp, build_root, free_port  # noqa: E402
+from gimp_harness import ROOTS, Gimp, build_root, free_port  # noqa: E402
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--gimp", choices=list(ROOTS), default="3.0", help="GIMP version (its Debian root)")
     p.add_argument("--iterations", type=int, nargs=2, default=[1, 11])
     p.add_argument("--size", type=int, default=640)
     p.add_argument("--select", type=int, default=512)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     args = p.parse_args()
-    root, why = build_root()
+    root, why = build_root(args.gimp)
     if root is None:
         print(f"cannot run: {why}")
         return 2
@@ -42,7 +43,7 @@ def main() -> int:
     g = Gimp(root, "bench")
     daemon = DaemonProcess(None, endpoint=f"tcp://127.0.0.1:{free_port()}", threads=args.threads).start()
     try:
-        g.install(daemon.endpoint)
+        g.install(daemon.endpoint, daemon.config / "local-keys")
         buf = io.BytesIO()
         Image.fromarray(data.astronaut()).resize((args.size, args.size)).save(buf, "PNG")
         photo = g.put("photo.png", buf.getvalue())
@@ -57,7 +58,7 @@ def main() -> int:
                  if line.startswith("[gimp-dfi] timing ")]
         calls = [s for s in run.steps if s["op"] == "call"]
         assert len(marks) == len(calls) == len(args.iterations), run.output[-2000:]
-        print(f"photo {args.size}², selection {args.select}², daemon threads {args.threads}, "
+        print(f"GIMP {g.version}, photo {args.size}², selection {args.select}², daemon threads {args.threads}, "
               f"GIMP run (start, {len(calls)} calls, quit) {run.seconds:.1f} s")
         header = ["iterations", "total s", "plug-in start", "connect", "read px", "engine", "neighbours", "inversion",
               "transport", "insert"]
