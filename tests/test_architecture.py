@@ -72,26 +72,23 @@ def test_the_checker_sees_a_bad_import(tmp_path):
     assert outside(imported_roots(f), WIRE_ALLOWED) == {"torch", "numpy"}
 
 
-def test_wire_and_bridge_load_without_heavy_modules():
-    code = ("import sys; sys.path.insert(0, 'plugin'); import dfi_wire.protocol, dfi_wire.client, dfi_bridge; "
-            f"bad = [m for m in {HEAVY!r} if m in sys.modules]; assert not bad, bad")
+def loads_without(imports: str, banned: tuple[str, ...]) -> None:
+    """Run ``imports`` in a fresh interpreter and fail if any ``banned`` module got loaded."""
+    code = f"import sys; sys.path.insert(0, 'plugin'); {imports}; bad = [m for m in {banned!r} if m in sys.modules]; " \
+           "assert not bad, bad"
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+def test_wire_and_bridge_load_without_heavy_modules():
+    loads_without("import dfi_wire.protocol, dfi_wire.client, dfi_bridge", HEAVY)
 
 
 def test_talking_to_the_daemon_does_not_load_the_engine():
     """The CLI's daemon commands start fast: no torch, engine or server behind ``dfi daemon status``."""
-    code = ("import sys; import dfi_daemon.cli; "
-            "bad = [m for m in ('torch', 'dfi_engine', 'dfi_daemon.server.daemon') if m in sys.modules]; "
-            "assert not bad, bad")
-    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
+    loads_without("import dfi_daemon.cli", ("torch", "dfi_engine", "dfi_daemon.server.daemon"))
 
 
 def test_the_front_door_holds_only_io():
     """The front door's memory is its budget's measure: no torch, numpy or engine may load there."""
-    code = ("import sys; import dfi_daemon.server.front; "
-            "bad = [m for m in ('torch', 'numpy', 'PIL', 'dfi_engine', 'dfi_daemon.server.daemon') "
-            "if m in sys.modules]; assert not bad, bad")
-    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
+    loads_without("import dfi_daemon.server.front", ("torch", "numpy", "PIL", "dfi_engine", "dfi_daemon.server.daemon"))

@@ -56,7 +56,7 @@ class Front:
         pub = self.ctx.socket(zmq.ROUTER)
         pub.setsockopt(zmq.LINGER, 500)
         pub.setsockopt(zmq.MAXMSGSIZE, self.args.max_message_bytes)
-        pub.setsockopt(zmq.RCVHWM, 64)
+        pub.setsockopt(zmq.RCVHWM, 8)  # per peer: a peer that sends faster than we serve it is slowed down
         self.outbox = Outbox(pub, self.args.hold_s)
         if self.args.curve_dir:
             from .auth import setup_curve
@@ -112,9 +112,10 @@ class Front:
     def forward(self, pub: zmq.Socket, frames: list[zmq.Frame]) -> None:
         client = frames[0].bytes
         if len(frames) != 2:
+            count = len(frames) - 1
             del frames[1:]  # free the parts at once
             self.outbox.send(client, P.pack(P.error_reply(
-                "bad_message", "Got a multipart message; a request is exactly one frame.",
+                "bad_message", f"Got {count} frames; a request is exactly one frame.",
                 "Use a DEALER socket and send one msgpack map per message.")))
             return
         self.back.send_multipart(frames, copy=False)

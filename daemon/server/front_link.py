@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import zmq
+from dfi_wire import protocol as P
 
 from .. import paths
 from .config import EXIT_ERROR, EXIT_RUNNING, Config, StartError
@@ -27,8 +28,6 @@ RESTART_PAUSE_S = 0.5  # between restarts, so a peer that keeps flooding cannot 
 
 def budget_bytes(cfg: Config) -> int:
     """What the front may hold: a few requests in, a few full results out, plus the process itself."""
-    from dfi_wire import protocol as P
-
     largest_result = P.MAX_STRENGTHS * cfg.max_pixels * 4
     return 128 * 2**20 + 4 * cfg.max_message_bytes + 2 * largest_result
 

@@ -36,7 +36,6 @@ class Outbox:
         self.router = router
         self.hold_s = hold_s
         self.peers: dict[bytes, _Peer] = {}
-        self.dropped = 0
 
     @property
     def held(self) -> bool:
@@ -67,7 +66,6 @@ class Outbox:
                     if final:
                         log.warning("a result was dropped: its client has not read anything for %.0f s",
                                     self.hold_s)
-                    self.dropped += 1
                 peer.queue.popleft()
                 if not final:
                     peer.held_bytes -= len(payload)
@@ -81,7 +79,6 @@ class Outbox:
             payload, final, _ = item
             if peer.held_bytes > HELD_BYTES and not final:
                 peer.held_bytes -= len(payload)
-                self.dropped += 1
             else:
                 kept.append(item)
         peer.queue = kept

@@ -43,4 +43,4 @@ def resolve(endpoint: str, curve: tuple[str, str] | None, keys_dir: str | Path |
         return curve
     if not needs_keys(endpoint):
         return None
-    return from_env() or client_keys(os.environ.get("DFI_KEYS_DIR") or keys_dir)
+    return from_env() or client_keys(keys_dir)
