@@ -163,16 +163,17 @@ def test_4_what_one_peer_makes_the_daemon_hold_is_bounded(base, kind):
         before, daemon_before = tree_rss_mb(d.pid), rss_mb(d.pid)
         peer = RawPeer(d.endpoint, rcvbuf=1 << 16)
         sender = flood(peer, kind, 8)
-        peak = 0.0
+        peak = slowest = 0.0
         end = time.monotonic() + 9
         while time.monotonic() < end:
             peak = max(peak, tree_rss_mb(d.pid) - before)
-            assert ping_s(d) < 2, "other clients are served throughout"
+            slowest = max(slowest, ping_s(d))  # a request lost with a dropped front door is sent again
             time.sleep(0.2)
         sender.join(5)
         peer.close()
         print(f"{kind}: peak {peak:.0f} MiB over the start (budget {budget:.0f} MiB); the daemon itself "
-              f"+{rss_mb(d.pid) - daemon_before:.0f} MiB")
+              f"+{rss_mb(d.pid) - daemon_before:.0f} MiB; slowest ping {slowest:.2f} s")
+        assert slowest < 5, f"other clients are served throughout (a ping took {slowest:.1f} s)"
         assert peak < budget + 64, f"{kind}: the daemon's processes held {peak:.0f} MiB"
         assert rss_mb(d.pid) - daemon_before < 64, "the daemon process itself holds none of it"
         with d.client(10) as c:  # and it still works

@@ -25,6 +25,7 @@ from dfi_wire import protocol as P
 
 from .auth import ensure_keys
 from .config import Config, StartError
+from .delivered import Delivered
 from .endpoint import EndpointLock
 from .front_link import FrontLink
 from .jobs import ClientWatch, Job, JobQueue, QueueFull
@@ -44,6 +45,7 @@ class Daemon:
         self.queue = JobQueue(cfg.max_queue)
         self.watch = ClientWatch(cfg.client_timeout_s)
         self.jobs: dict[str, Job] = {}  # accepted, final reply not yet sent (main thread only)
+        self.delivered = Delivered()  # request ids of jobs, and recent final replies, to send again if lost
         self.stopping = threading.Event()
         self.started = time.time()
         self.ctx: zmq.Context | None = None
@@ -144,7 +146,9 @@ class Daemon:
                 return
             self.link.send(client, payload, final == b"1")
             if final == b"1":
-                self.jobs.pop(job_id.decode(), None)
+                job = self.jobs.pop(job_id.decode(), None)
+                if job is not None:
+                    self.delivered.finished(job.id, job.client, job.req_id, payload)
                 self._announce_positions()
 
     def _announce_positions(self) -> None:
@@ -159,6 +163,7 @@ class Daemon:
             self.queue.cancel(job.id, "client_gone")  # running: stops at its next iteration
             if job.state == "cancelled":  # was waiting: removed, and nobody is listening
                 self.jobs.pop(job.id, None)
+                self.delivered.forget_request(job.client, job.req_id)
         self.watch.forget_except({j.client for j in self.jobs.values()})
 
     def _send(self, client: bytes, msg: dict[str, Any]) -> None:
@@ -204,6 +209,8 @@ class Daemon:
                                        source=src.label if src else None, synthetic=bool(src and src.synthetic)))
         elif op == "echo":
             self._send(client, P.reply("echo", rid, image=req["image"].to_wire()))
+        elif op in ("edit", "inpaint") and self._resubmitted(client, rid):
+            return
         elif op in ("edit", "inpaint"):
             self.runner.check(req)
             job = Job(self.queue.new_id(), client, rid, req)
@@ -216,16 +223,21 @@ class Daemon:
                     f"{1 if running else 0} running).",
                     "Try again when a job has finished, or cancel one; 'dfi daemon status' shows the queue.") from None
             self.jobs[job.id] = job
+            self.delivered.accepted(client, rid, job.id)
             log.info("%s: %s accepted (%d ahead)", job.id, op, ahead)
-            self._send(client, P.reply("accepted", rid, job=job.id, position=ahead,
-                                       heartbeat_interval_s=P.HEARTBEAT_INTERVAL_S,
-                                       client_timeout_s=self.cfg.client_timeout_s))
+            self._accepted(client, rid, job.id, ahead)
         elif op == "heartbeat":
             states = {}
             for jid in req.get("jobs", []):
                 j = self.jobs.get(jid)
-                states[jid] = j.state if j is not None else "unknown"
+                states[jid] = j.state if j is not None else "sent" if self.delivered.get(jid) else "unknown"
             self._send(client, P.reply("heartbeat", rid, jobs=states))
+        elif op == "result":
+            sent = self.delivered.get(req["job"])
+            if sent is None:
+                raise P.ProtocolError("unknown_job", f"The daemon keeps no final reply of {req['job'][:64]!r}.",
+                                      "It finished too long ago, or never existed; submit the request again.")
+            self.link.send(client, sent.payload, True)
         elif op == "cancel":
             job = self.jobs.get(req["job"])
             if job is None:
@@ -238,8 +250,10 @@ class Daemon:
             self.queue.cancel(job.id, "cancelled")
             if job.state == "cancelled":  # a waiting job is gone at once: tell its client here
                 self.jobs.pop(job.id, None)
-                self._send(job.client, P.error_reply("cancelled", "The job was cancelled before it started.",
-                                                     None, job.req_id, job=job.id))
+                final = P.pack(P.error_reply("cancelled", "The job was cancelled before it started.", None,
+                                             job.req_id, job=job.id))
+                self.link.send(job.client, final, True)
+                self.delivered.finished(job.id, job.client, job.req_id, final)
                 self._announce_positions()
             log.info("%s: cancel requested (was %s)", job.id, was)
             self._send(client, P.reply("cancelling", rid, job=job.id, was=was))
@@ -247,6 +261,24 @@ class Daemon:
             log.info("shutdown requested by a client")
             self._send(client, P.reply("bye", rid, message="The daemon is shutting down."))
             self.stopping.set()
+
+    def _accepted(self, client: bytes, rid: Any, job: str, ahead: int) -> None:
+        self._send(client, P.reply("accepted", rid, job=job, position=ahead,
+                                   heartbeat_interval_s=P.HEARTBEAT_INTERVAL_S,
+                                   client_timeout_s=self.cfg.client_timeout_s))
+
+    def _resubmitted(self, client: bytes, rid: Any) -> bool:
+        """A job request sent again after a reconnect: answer for the job it already started, never run it twice."""
+        job = self.delivered.job_for(client, rid)
+        if job is None:
+            return False
+        log.info("%s: request sent again after a reconnect", job)
+        ahead = next((n for j, n in self.queue.positions() if j.id == job), 0)
+        self._accepted(client, rid, job, ahead)
+        sent = self.delivered.get(job)
+        if sent is not None and job not in self.jobs:
+            self.link.send(client, sent.payload, True)
+        return True
 
     def _describe(self) -> dict[str, Any]:
         src = self.runner.source

@@ -22,6 +22,7 @@ DEFAULT_TIMEOUT_S = 30.0
 
 
 LIVENESS_S = 5.0  # a daemon silent this long during a job is taken as gone
+RECHECK_S = 0.25  # how often a waiting call looks for a reconnect
 
 
 class DaemonError(Exception):
@@ -76,6 +77,8 @@ class Client:
         # Connection events tell a daemon that died (its socket closed) from one that is merely paused.
         self._monitor = self.sock.get_monitor_socket(_WATCHED)
         self._connected: bool | None = None
+        self.reconnects = 0  # connections made again after a drop: requests in flight may be lost
+        self._last: tuple[bytes, int] | None = None  # the last request sent, and the reconnects seen then
         self._refused: int | None = None  # the handshake failure event, once the daemon refused us
         self.sock.connect(endpoint)
         self._ids = itertools.count(1)
@@ -98,6 +101,8 @@ class Client:
             info = recv_monitor_message(self._monitor)
             event = info["event"]
             if event in (zmq.EVENT_CONNECTED, zmq.EVENT_DISCONNECTED):
+                if event == zmq.EVENT_CONNECTED and self._connected is False:
+                    self.reconnects += 1
                 self._connected = event == zmq.EVENT_CONNECTED
             elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH or info.get("value") == MECHANISM_MISMATCH:
                 self._refused = event  # definite answers; a connection lost mid-handshake is not one
@@ -136,7 +141,23 @@ class Client:
             raise DaemonError("too_large", f"The request is {len(frame):,} bytes; the daemon accepts at most "
                               f"{limit:,}.", "Send a smaller image (select the face) or scale it down.")
         self.sock.send(frame)
+        self._last = (frame, self.reconnects)
         return msg["id"]
+
+    def resend_if_reconnected(self) -> bool:
+        """Send the last request again if the connection was made anew since (it may have been lost with it).
+
+        Safe for every request: the daemon recognises a job request it already has by client and id.
+        """
+        self.peer_gone()
+        if self._last is None:
+            return False
+        frame, seen = self._last
+        if self.reconnects == seen:
+            return False
+        self.sock.send(frame)
+        self._last = (frame, self.reconnects)
+        return True
 
     def receive(self, timeout: float) -> dict[str, Any] | None:
         """Next reply, or None after ``timeout`` seconds; a refused handshake raises at once."""
@@ -160,7 +181,10 @@ class Client:
         end = time.monotonic() + timeout
         while True:
             left = end - time.monotonic()
-            reply = self.receive(left) if left > 0 else None
+            reply = self.receive(min(left, RECHECK_S)) if left > 0 else None
+            if reply is None and left > 0:
+                self.resend_if_reconnected()
+                continue
             if reply is None:
                 raise DaemonUnavailable(
                     f"The daemon on {self.endpoint} did not answer within {timeout:g} s.",
@@ -241,7 +265,10 @@ class Client:
                 heard = now
                 kind = reply.get("type")
                 if kind == "heartbeat":
-                    if reply.get("jobs", {}).get(job) == "unknown":
+                    state = reply.get("jobs", {}).get(job)
+                    if state == "sent":  # its final reply was lost on the way (a reconnect): ask again
+                        self.send(P.simple("result", job=job))
+                    if state == "unknown":
                         # results are sent before heartbeat answers, so the job really is gone
                         raise DaemonError("unknown_job", f"The daemon no longer knows {job} and sent no result.",
                                           "It was probably restarted; submit the request again.")

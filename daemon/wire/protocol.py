@@ -285,6 +285,7 @@ OPS: dict[str, dict[str, _Field]] = {
     },
     "heartbeat": {"jobs": (False, lambda f, v, lim: [_job_id(f, x) for x in _list(f, v, 64)])},
     "cancel": {"job": (True, lambda f, v, lim: _job_id(f, v))},
+    "result": {"job": (True, lambda f, v, lim: _job_id(f, v))},
     "shutdown": {},
 }
 

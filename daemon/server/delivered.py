@@ -1,0 +1,74 @@
+"""Final replies kept for a while after they were sent, so a reply lost in transit can be sent again.
+
+A reply is lost when the front door is replaced (over its memory budget, or killed)
+while it is on its way: the PAIR link drops what the old front had not yet written.
+Clients notice: they resend requests that had no answer after a reconnect (a job
+request is recognised by client and request id, so it is never run twice), and a
+heartbeat that names a job whose final reply was sent answers ``sent``, on which the
+client asks for it again with ``result``. Bounded by count, bytes and age.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+KEEP_S = 60.0  # longer than any client waits for a reconnect
+KEEP_BYTES = 512 << 20
+KEEP_COUNT = 32
+
+
+@dataclass
+class Sent:
+    job: str
+    client: bytes
+    req_id: Any
+    payload: bytes
+    at: float
+
+
+class Delivered:
+    """Job ids by (client, request id), and the final replies of recently finished jobs."""
+
+    def __init__(self, keep_s: float = KEEP_S, keep_bytes: int = KEEP_BYTES, keep_count: int = KEEP_COUNT) -> None:
+        self.keep_s, self.keep_bytes, self.keep_count = keep_s, keep_bytes, keep_count
+        self.requests: dict[tuple[bytes, Any], str] = {}  # live and recently finished jobs
+        self.sent: OrderedDict[str, Sent] = OrderedDict()
+        self.bytes = 0
+
+    @staticmethod
+    def key(client: bytes, req_id: Any) -> tuple[bytes, Any]:
+        return client, req_id if isinstance(req_id, str | int) else repr(req_id)
+
+    def accepted(self, client: bytes, req_id: Any, job: str) -> None:
+        self.requests[self.key(client, req_id)] = job
+
+    def job_for(self, client: bytes, req_id: Any) -> str | None:
+        """The job this client already submitted under this request id, if any."""
+        return self.requests.get(self.key(client, req_id))
+
+    def forget_request(self, client: bytes, req_id: Any) -> None:
+        self.requests.pop(self.key(client, req_id), None)
+
+    def finished(self, job: str, client: bytes, req_id: Any, payload: bytes) -> None:
+        """Keep the final reply; the oldest go first once a bound is passed (the newest always stays)."""
+        self.sent[job] = Sent(job, client, req_id, payload, time.monotonic())
+        self.bytes += len(payload)
+        self.expire()
+
+    def get(self, job: str) -> Sent | None:
+        self.expire()
+        return self.sent.get(job)
+
+    def expire(self) -> None:
+        now = time.monotonic()
+        while self.sent:
+            oldest = next(iter(self.sent.values()))
+            over = len(self.sent) > self.keep_count or (self.bytes > self.keep_bytes and len(self.sent) > 1)
+            if not over and now - oldest.at <= self.keep_s:
+                return
+            del self.sent[oldest.job]
+            self.bytes -= len(oldest.payload)
+            self.forget_request(oldest.client, oldest.req_id)
