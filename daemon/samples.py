@@ -75,7 +75,7 @@ def paint_glasses(image: np.ndarray) -> np.ndarray:
 
 
 def jittered(image: np.ndarray, n: int, seed: int = 1) -> list[np.ndarray]:
-    """``n`` variants of an aligned crop: ±6° rotation, ±7% scale, ±3 px shift, every other one mirrored,
+    """``n`` variants of an aligned crop: ±6° rotation, ±7% scale, ±3 px shift (at 128 px), every other one mirrored,
     exposure ×0.85–1.15 ± 12 levels. The glasses are painted afterwards, so they sit at the template
     position while the face moves a little: the misalignment real neighbours have."""
     rng = np.random.default_rng(seed)
@@ -85,7 +85,7 @@ def jittered(image: np.ndarray, n: int, seed: int = 1) -> list[np.ndarray]:
     out = []
     for i in range(n):
         angle, scale = np.deg2rad(rng.uniform(-6, 6)), rng.uniform(0.93, 1.07)
-        ty, tx = rng.uniform(-3, 3, 2)
+        ty, tx = rng.uniform(-3, 3, 2) * size / 128  # the same jitter relative to the face at any size
         mat = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) / scale
         off = centre - mat @ (centre + [ty, tx])
         im = np.stack([ndimage.affine_transform(image[..., c], mat, off, order=1, mode="reflect")

@@ -10,6 +10,18 @@ import torch
 
 from .errors import DeviceError
 
+# What each kind of device does best, from measurements (docs/performance.md): how the network computes
+# (``compute.MODES``) and the largest side an aligned face is edited at by default (``faces.align.working_size``).
+DEVICE_DEFAULTS: dict[str, dict[str, object]] = {
+    "cpu": {"compute": "channels-last", "work_size": 256},
+    "cuda": {"compute": "fp32", "work_size": 1024},
+    "mps": {"compute": "fp32", "work_size": 512},
+}
+
+
+def device_default(device: torch.device | str, key: str) -> object:
+    return DEVICE_DEFAULTS.get(torch.device(device).type, DEVICE_DEFAULTS["cpu"])[key]
+
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     if isinstance(spec, torch.device):

@@ -34,6 +34,7 @@ class EditOptions:
     feather: float | None = None  # px; None = 4% of the shorter side
     batch_size: int = 8
     max_pixels: int = DEFAULT_MAX_PIXELS
+    work_size: int | None = None  # aligned faces: edit at the photo's own scale up to this side (None: as stored)
     reconstruct: ReconstructConfig = field(default_factory=ReconstructConfig)
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .compute import Compute
+
 # Convolutions per block; a 2x2 max-pool sits between blocks. Both nets share names conv1_1 .. conv5_3(4),
 # so relu3_1 / relu4_1 / relu5_1 exist in both.
 ARCHS: dict[str, tuple[int, ...]] = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
@@ -112,21 +114,27 @@ class VGGFeatures(nn.Module):
                 break
         self.requires_grad_(False)
         self.eval()
+        self.compute = Compute()  # layout and precision of the convolutions (``compute.set_compute``)
+        self.compute_mode = "fp32"
 
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
     def forward(self, rgb255: torch.Tensor) -> list[torch.Tensor]:
+        """The requested activations, float32 whatever ``compute`` says (losses are always float32)."""
         x = self.preprocess(rgb255)
+        if self.compute.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         out: dict[str, torch.Tensor] = {}
-        for step in self._plan:
-            if step == "pool":
-                x = nn.functional.max_pool2d(x, 2, 2)
-            else:
-                x = torch.relu(self.convs[step](x))
-                relu = "relu" + step[4:]
-                if relu in self.layers:
-                    out[relu] = x
-        return [out[n] for n in self.layers]
+        with torch.autocast(x.device.type, torch.bfloat16, enabled=self.compute.bf16):
+            for step in self._plan:
+                if step == "pool":
+                    x = nn.functional.max_pool2d(x, 2, 2)
+                else:
+                    x = torch.relu(self.convs[step](x))
+                    relu = "relu" + step[4:]
+                    if relu in self.layers:
+                        out[relu] = x
+        return [out[n].float() for n in self.layers]
 

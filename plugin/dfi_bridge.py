@@ -308,23 +308,32 @@ Progress = Callable[[float, str], None]
 
 
 class Eta:
-    """Time left, from the pace of the reconstruction (neighbours and features run at another pace)."""
+    """Time left: the daemon's estimate at first, then the pace of the reconstruction itself."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.start: tuple[float, float] | None = None  # (time, fraction) at the first reconstruct event
+        self.expected: float | None = None  # seconds the daemon expects the job to take once it starts
+        self.began: float | None = None  # when the first event after the queue came
+
+    def expect(self, seconds: float | None) -> None:
+        """The daemon's estimate for the whole job (from its measured pace), when it accepted it."""
+        self.expected = float(seconds) if seconds else None
 
     def update(self, stage: str, fraction: float) -> float | None:
-        if stage != "reconstruct":
-            return None
+        if stage == "queued":
+            return None  # waiting behind other jobs is not this job's time
         now = self.clock()
-        if self.start is None:
-            self.start = (now, fraction)
-            return None
-        t0, f0 = self.start
-        if fraction - f0 < 0.02 or now - t0 < 1.0:
+        self.began = now if self.began is None else self.began
+        if stage == "reconstruct":
+            if self.start is None:
+                self.start = (now, fraction)
+            t0, f0 = self.start
+            if fraction - f0 >= 0.02 and now - t0 >= 1.0:
+                return (now - t0) / (fraction - f0) * max(1.0 - fraction, 0.0)
+        if self.expected is None:
             return None  # too little seen to tell
-        return (now - t0) / (fraction - f0) * max(1.0 - fraction, 0.0)
+        return max(self.expected - (now - self.began), 1.0)
 
 
 def duration(seconds: float) -> str:
@@ -361,8 +370,11 @@ def run_job(client: Client, msg: dict[str, Any], progress: Progress, marks: dict
             preview(reply["preview"])
         if marks is not None and kind == "progress":
             marks.setdefault(f"stage_{reply.get('stage')}", time.time())
-        if kind == "accepted" and reply.get("position"):
-            progress(0.0, f"DFI: waiting for {reply['position']} job(s) ahead")
+        if kind == "accepted":
+            eta.expect(reply.get("estimate_s"))
+            about = f" (about {duration(reply['estimate_s'])})" if reply.get("estimate_s") else ""
+            progress(0.0, f"DFI: waiting for {reply['position']} job(s) ahead{about}" if reply.get("position")
+                     else f"DFI: starting{about}")
         elif kind == "progress":
             message = reply.get("message") or reply.get("stage", "")
             fraction = float(reply.get("fraction", 0.0))

@@ -37,6 +37,22 @@ def test_header_fields(report):
     assert report["forward_gflop_200x200"] == pytest.approx(28.8, abs=0.1)
 
 
+def test_compute_modes_are_compared_with_fp32_in_one_run(report):
+    c = report["compute"]
+    assert c["modes"][0] == "fp32" and "channels-last" in c["modes"] and "bf16" in c["modes"]
+    assert report["compute_mode"] in c["modes"]
+    for row in c["sizes"]:
+        assert row["time_ratio"]["fp32"] == 1.0 and row["objective_ratio"]["fp32"] == 1.0
+        for m in c["modes"]:
+            _positive(row["fwd_bwd_s"], m)
+            _positive(row["time_ratio"], m)
+            _positive(row["same_time_objective_ratio"], m)
+        # channels-last changes the layout, not the arithmetic: the optimiser ends in the same place
+        assert row["objective_ratio"]["channels-last"] == pytest.approx(1.0, abs=1e-3)
+    _positive(c["threads"], "ratio_all_to_one")
+    _positive(c["features"], "ratio_inference_mode")
+
+
 def test_reconstruction_rows(report):
     rows = report["reconstruction"]
     assert {(r["size"], r["batch"]) for r in rows} == {("48x48", 1), ("48x48", 2)}

@@ -123,6 +123,20 @@ def test_hello_status_attributes(daemon):
         assert e.value.code == "unsupported_version" and e.value.reply["supported"] == [1]
 
 
+def test_a_job_is_accepted_with_an_estimate_from_the_measured_pace(daemon):
+    """The warm-up measures the device; each job then refines the estimate of the next like it."""
+    msg = P.edit_request(wire(portrait(4, 64, 64, False)), "facehair", [1.0], iterations=20, k=2)
+    with daemon.client(60) as c:
+        assert c.status()["compute"] in ("fp32", "channels-last", "bf16", "channels-last+bf16")
+        events: list[dict] = []
+        first = c.run_job(msg, events.append)
+        assert events[0]["type"] == "accepted" and events[0]["estimate_s"] > 0, events[0]
+        events.clear()
+        c.run_job(msg, events.append)
+    second = events[0]["estimate_s"]
+    assert 0.2 * first["seconds"] < second < 5 * first["seconds"], (second, first["seconds"])
+
+
 # --------------------------------------------------------------------------- CLI end to end
 
 

@@ -76,6 +76,9 @@ def test_aligned_edit_of_a_real_photo_changes_only_the_face(served):
                   "-k", "10", "--scaling", "none", "--no-autostart", "-o", str(root / "astro_{strength}.png"))
     assert out.returncode == 0, out.stderr
     res = np.asarray(Image.open(root / "astro_1.png"))
+    # the daemon's CPU default edits at the face's own scale (~170 px across the crop here) up to 256, not at
+    # the database's 48 px
+    assert "edited at 160 px" in out.stderr + out.stdout, out.stderr
     changed = np.any(res != photo, axis=2)
     assert changed.any()
     ys, xs = np.nonzero(changed)

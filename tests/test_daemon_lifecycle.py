@@ -147,6 +147,18 @@ def test_demo_edits_a_real_portrait_with_real_features(base, tmp_path, hed_file)
     assert not list((base / "run").glob("demo.sock*")), "the demo daemon is stopped afterwards"
 
 
+def test_the_demo_runs_again_over_its_own_earlier_output(tmp_path):
+    """A newcomer runs 'dfi demo' twice: its painted-examples database is made anew, not refused."""
+    pytest.importorskip("skimage")
+    from dfi_daemon.cli.demo_real import build_database
+
+    from dfi_engine.faces.database import Database
+
+    for _ in range(2):
+        db = build_database(tmp_path / "examples", tmp_path / "glasses.db")
+    assert Database(db).count == 24
+
+
 @pytest.mark.parametrize("endpoint", ["tcp://0.0.0.0:{port}", "tcp://*:{port}", "tcp://192.0.2.1:{port}"])
 def test_non_loopback_tcp_without_keys_is_refused(base, endpoint):
     ep = endpoint.format(port=free_port())

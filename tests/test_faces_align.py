@@ -152,3 +152,82 @@ def test_68_point_model_reduces_to_the_same_five_points(detector, astronaut):
     assert len(sixty_eight) == len(five) and sixty_eight[0].points.shape == (68, 2)
     # the two models were trained separately: same points within a few pixels on a ~90 px face
     assert np.abs(sixty_eight[0].landmarks - five[0].landmarks).max() < 4.0
+
+
+def test_the_working_size_follows_the_face_in_the_photo_within_its_cap(detector, astronaut):
+    af = align_photo(astronaut, 128, detector)
+    window = 128 / np.sqrt(abs(np.linalg.det(af.matrix[:, :2])))  # photo pixels across the crop window
+    assert 150 < window < 400, window
+    assert al.working_size(af.matrix, 128, None) == 128, "no cap: as stored"
+    assert al.working_size(af.matrix, 128, 96) == 128, "never below the database's resolution"
+    assert al.working_size(af.matrix, 128, 160) == 160
+    native = al.working_size(af.matrix, 128, 4096)
+    assert native % al.WORK_MULTIPLE == 0 and window - al.WORK_MULTIPLE < native <= window
+    half = align_photo(np.ascontiguousarray(astronaut[::2, ::2]), 128, detector)  # the face half as large
+    assert abs(al.working_size(half.matrix, 128, 4096) - max(128, native / 2)) <= al.WORK_MULTIPLE
+
+
+def test_a_face_resized_to_its_working_size_is_the_same_frame_sampled_finer(detector, astronaut):
+    af = align_photo(astronaut, 128, detector)
+    big = af.resized(astronaut.astype(np.float32), 256)
+    assert big.size == 256 and big.crop.shape == (256, 256, 3)
+    # the landmarks land on the template of either size
+    np.testing.assert_allclose(al.apply(big.matrix, af.landmarks), (af.crop_landmarks + 0.5) * 2 - 0.5, atol=1e-6)
+    # and the finer crop, averaged 2x2, is the coarse crop (up to the anti-aliasing of the coarse one)
+    pooled = big.crop.reshape(128, 2, 128, 2, 3).mean((1, 3))
+    assert np.abs(pooled - af.crop)[16:-16, 16:-16].mean() < 3.0
+    # the photo shows more detail in it than in the coarse crop upsampled
+    from PIL import Image
+    from scipy import ndimage
+
+    up = np.asarray(Image.fromarray(np.clip(af.crop, 0, 255).astype(np.uint8)).resize((256, 256), Image.BICUBIC),
+                    np.float32)
+    def detail(a: np.ndarray) -> float:
+        return float(np.abs(ndimage.laplace(a.mean(2)))[32:-32, 32:-32].mean())
+
+    assert detail(big.crop) > 1.15 * detail(up), (detail(big.crop), detail(up))  # measured 1.29
+
+
+def test_an_edit_at_the_working_size_returns_the_photo_and_keeps_the_rest(net, detector, astronaut):
+    size = 48
+    src = mean_features(net, (f.astype(np.float32) for f in faces(1, 3, False, 96)))[0]
+    tgt = mean_features(net, (f.astype(np.float32) for f in faces(2, 3, True, 96)))[0]
+    w = [t - s for t, s in zip(tgt, src)]
+    af = align_photo(astronaut, size, detector).resized(astronaut.astype(np.float32), 96)
+    res = edit_aligned(net, astronaut, w, [1.5], 96, options=FAST, detector=detector, aligned=af)
+    out = res.images[0]
+    assert out.shape == astronaut.shape and res.info["work_size"] == 96 and res.crops[0].shape == (96, 96, 3)
+    changed = _changed(out, astronaut)
+    assert changed.sum() > 500 and not changed[260:, :].any() and not changed[:, 350:].any()
+
+
+def test_coarse_to_fine_solves_at_the_base_size_then_refines_at_the_working_size(net, detector, astronaut):
+    from dfi_engine.faces.coarse_to_fine import coarse_to_fine, fine_iterations, pixel_iterations
+
+    def vector(side: int) -> list:
+        src = mean_features(net, (f.astype(np.float32) for f in faces(1, 3, False, side)))[0]
+        tgt = mean_features(net, (f.astype(np.float32) for f in faces(2, 3, True, side)))[0]
+        return [t - s for t, s in zip(tgt, src)]
+
+    coarse = align_photo(astronaut, 48, detector)
+    fine = coarse.resized(astronaut.astype(np.float32), 96)
+    options = EditOptions(scaling="none", reconstruct=ReconstructConfig(iterations=8))
+    seen: list[tuple] = []
+
+    def progress(stage, done, total, render=None, step="", **_):
+        if stage == "reconstruct":
+            seen.append((done / total, step, render().shape if render is not None else None))
+
+    runner = coarse_to_fine(net, coarse, vector(48), vector(96), [1.5, 3.0], options)
+    res = edit_aligned(net, astronaut, None, [1.5, 3.0], 96, options=options, aligned=fine, runner=runner,
+                       progress=progress)
+    assert len(res.images) == 2 and res.crops[0].shape == (96, 96, 3)
+    steps = [s for _, s, _ in seen]
+    n = fine_iterations(8)
+    assert any(s.startswith("coarse (48 px)") for s in steps) and steps[-1] == f"fine (96 px) {n}/{n}"
+    fractions = [f for f, _, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    assert all(shape == astronaut.shape for _, _, shape in seen), "previews show the photo in both stages"
+    changed = _changed(res.images[1], astronaut)
+    assert changed.sum() > 500 and not changed[260:, :].any()
+    assert pixel_iterations(8, 48, 96) == 8 * 48 * 48 + fine_iterations(8) * 96 * 96

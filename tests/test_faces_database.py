@@ -19,6 +19,7 @@ from dfi_engine import EditOptions, ReconstructConfig
 from dfi_engine.errors import CancelledError
 from dfi_engine.faces import database as dbm
 from dfi_engine.faces.attributes import AttributeDef, load_definitions
+from dfi_engine.faces.builder import build
 from dfi_engine.faces.cache import FeatureCache
 from dfi_engine.faces.errors import (
     AttributeDefinitionError,
@@ -51,7 +52,7 @@ def lfw_db(dataset):
     root, rows = dataset
     plan, missing = dbm.plan_from_table(root / "images", root / "lfw_attributes.txt")
     assert not missing
-    dbm.build(root / "lfw.db", plan, RES, assume_aligned=True, progress=False)
+    build(root / "lfw.db", plan, RES, assume_aligned=True, progress=False)
     return dbm.Database(root / "lfw.db")
 
 
@@ -116,7 +117,7 @@ def test_lfw_database_gives_the_expected_neighbour_sets(lfw_db, dataset):
 def test_celeba_and_csv_databases_select_the_same_people(dataset, lfw_db, tmp_path, table):
     root, rows = dataset
     plan, _ = dbm.plan_from_table(root / "images", root / table)
-    dbm.build(tmp_path / "db", plan, RES, assume_aligned=True, progress=False)
+    build(tmp_path / "db", plan, RES, assume_aligned=True, progress=False)
     db = dbm.Database(tmp_path / "db")
     assert {"male", "young", "senior", "beard", "no_beard", "mustache", "smiling"} <= set(db.columns)
     assert (np.sign(db.column("senior")) == -np.sign(db.column("young"))).all()
@@ -216,11 +217,11 @@ def test_resume_after_interruption_and_add(dataset, tmp_path):
         return calls["n"] > 7
 
     with pytest.raises(CancelledError):
-        dbm.build(tmp_path / "db", plan, RES, assume_aligned=True, shard_size=3, progress=False,
+        build(tmp_path / "db", plan, RES, assume_aligned=True, shard_size=3, progress=False,
                   cancel=stop_after_seven)
     partial = dbm.Database(tmp_path / "db")
     assert not partial.complete and partial.count == 7
-    report = dbm.build(tmp_path / "db", plan, RES, assume_aligned=True, shard_size=3, progress=False)
+    report = build(tmp_path / "db", plan, RES, assume_aligned=True, shard_size=3, progress=False)
     assert report.resumed_at == 7 and report.added == len(rows) - 7 and report.complete
     db = dbm.Database(tmp_path / "db")
     assert db.complete and db.count == len(rows)
@@ -228,12 +229,12 @@ def test_resume_after_interruption_and_add(dataset, tmp_path):
     assert dbm.check(tmp_path / "db")["ok"]
     # building again into the same folder is refused; adding the same images finds only duplicates
     with pytest.raises(DatabaseError, match="already exists"):
-        dbm.build(tmp_path / "db", plan, RES, assume_aligned=True, progress=False)
+        build(tmp_path / "db", plan, RES, assume_aligned=True, progress=False)
     extra = tmp_path / "extra"
     extra.mkdir()
     shutil.copy(root / "images" / lfw_rel(rows[0]), extra / "copy.jpg")
     Image.fromarray(face(np.random.default_rng(5), True, RES)).save(extra / "new.png")
-    rep = dbm.build(tmp_path / "db", dbm.plan_from_folder(extra), RES, assume_aligned=True, mode="add",
+    rep = build(tmp_path / "db", dbm.plan_from_folder(extra), RES, assume_aligned=True, mode="add",
                     progress=False)
     assert rep.added == 1 and len(rep.duplicates) == 1 and rep.duplicates[0][1] == lfw_rel(rows[0])
     db = dbm.Database(tmp_path / "db")
@@ -250,12 +251,12 @@ def test_faces_not_found_are_skipped_and_reported(tmp_path):
         Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(noise / f"{i}.png")
     (noise / "broken.jpg").write_bytes(b"not an image")
     with pytest.raises(DatabaseError, match="No usable face among the 3 images"):
-        dbm.build(tmp_path / "empty", dbm.plan_from_folder(noise), RES, progress=False)
+        build(tmp_path / "empty", dbm.plan_from_folder(noise), RES, progress=False)
     with pytest.raises(DatabaseError, match="is empty"):
         dbm.Database(tmp_path / "empty")
     assert dbm.Database(tmp_path / "empty", allow_empty=True).info()["skipped"] == 3
     Image.fromarray(skdata.astronaut()[20:220, 120:320]).save(noise / "astronaut.png")
-    report = dbm.build(tmp_path / "db", dbm.plan_from_folder(noise), RES, progress=False)
+    report = build(tmp_path / "db", dbm.plan_from_folder(noise), RES, progress=False)
     assert report.added == 1
     reasons = dict((Path(p).name, why) for p, why in report.skipped)
     assert reasons["0.png"] == reasons["1.png"] == "no face found"
@@ -360,3 +361,27 @@ def test_inpainting_from_the_database_changes_only_the_selection(net, lfw_db):
     with pytest.raises(TooFewNeighboursError):
         edit_attribute(net, photo, lfw_db, load_definitions().get("inpaint"), [2.8], mask=mask, options=FAST,
                        whole_image=True, k=5, minimum=100)
+
+
+def test_a_pool_of_workers_builds_the_same_database_as_one_process(tmp_path):
+    """Detection in 2 worker processes (real dlib, real photos): the same shards, skips and duplicates, in order."""
+    pytest.importorskip("dlib")
+    skdata = pytest.importorskip("skimage.data")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    astro = skdata.astronaut()
+    for i, (y, x, s) in enumerate([(0, 100, 260), (20, 120, 200), (10, 90, 300), (30, 130, 180), (0, 110, 240)]):
+        Image.fromarray(np.ascontiguousarray(astro[y:y + s, x:x + s])).save(photos / f"a{i}.png")
+    Image.fromarray(np.ascontiguousarray(astro[::-1, ::-1])).save(photos / "upside_down.png")  # no face found
+    shutil.copy(photos / "a1.png", photos / "a1_copy.png")  # a duplicate
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    plan = dbm.plan_from_folder(photos)
+    one = build(tmp_path / "one", plan, RES, progress=False, workers=1, shard_size=2)
+    two = build(tmp_path / "two", plan, RES, progress=False, workers=2, shard_size=2)
+    assert two.workers == 2 and one.workers == 1
+    assert (one.added, one.skipped, one.duplicates) == (two.added, two.skipped, two.duplicates)
+    assert one.added == 5 and len(one.duplicates) == 1 and len(one.skipped) == 2
+    a, b = dbm.Database(tmp_path / "one"), dbm.Database(tmp_path / "two")
+    assert a.paths() == b.paths() and all(np.array_equal(x, y) for x, y in zip(a.images(range(5)), b.images(range(5))))
+    np.testing.assert_array_equal(a.landmarks, b.landmarks)
+    assert "2 workers" in two.summary()

@@ -173,6 +173,16 @@ def test_the_progress_text_estimates_the_time_left(bridge):
     now[0] = 10.0
     left = eta.update("reconstruct", 0.50)  # a quarter of the job in 10 s: half of it in 20 s
     assert left == pytest.approx(20.0)
+    told = bridge.Eta(lambda: now[0])  # the daemon's estimate counts until the reconstruction's pace is known
+    told.expect(30.0)
+    assert told.update("queued", 0.0) is None, "waiting behind other jobs is not this job's time"
+    now[0] = 15.0
+    assert told.update("started", 0.0) == pytest.approx(30.0), "the job's own time starts when it does"
+    now[0] = 23.0
+    assert told.update("features", 0.1) == pytest.approx(22.0)
+    assert told.update("reconstruct", 0.25) == pytest.approx(22.0)
+    now[0] = 33.0
+    assert told.update("reconstruct", 0.50) == pytest.approx(20.0), "then the measured pace takes over"
     assert [bridge.duration(s) for s in (0.2, 44.6, 200, 1500, 3900)] == ["1 s", "45 s", "3 min 20 s", "25 min",
                                                                             "1 h 5 min"]
 

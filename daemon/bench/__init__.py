@@ -3,6 +3,8 @@
 One command measures, on one device and in one process:
 
 * the machine's peak (a large matmul, in the dtype the engine computes in);
+* every compute mode (channels-last, bf16) and thread count as ratios to float32 in
+  the same rounds, with the objective each reaches (``compute``);
 * per-iteration reconstruction time at several sizes and batch sizes
   (strengths), as a bare forward+backward and inside the optimiser, so the
   optimiser's own overhead is visible, with the fraction of peak achieved;
@@ -68,6 +70,9 @@ def run_bench(args: argparse.Namespace, log: Callable[[str], None] = lambda s: N
     mem = Memory(cuda)
     args.weights = spec = args.weights or "random:0"
     net = load_network(spec, device)
+    from dfi_engine.compute import set_compute
+
+    compute = set_compute(net, args.compute)
     result: dict[str, Any] = {
         "schema": 1,
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
@@ -78,6 +83,7 @@ def run_bench(args: argparse.Namespace, log: Callable[[str], None] = lambda s: N
         "torch": torch.__version__,
         "python": platform.python_version(),
         "weights": {"spec": spec, "label": net.label, "mode": spec.split(":")[0]},
+        "compute_mode": compute,
         "flop_convention": "forward = sum over convs of 2*Cin*Cout*9*H*W (28.8 GFLOP at 200x200 through conv5_1); "
                            "one iteration = 2 x forward (backward w.r.t. the input only, weights frozen)",
         "forward_gflop_200x200": forward_flops(net, 200, 200) / 1e9,
@@ -88,6 +94,11 @@ def run_bench(args: argparse.Namespace, log: Callable[[str], None] = lambda s: N
     result["peak"] = measure_peak(torch, device, plan.matmul_n, clock)
     peak = result["peak"]["float32_gflops"]
 
+    if "compute" not in plan.skip:
+        from .compute import bench_compute
+
+        result["compute"] = bench_compute(torch, net, plan, log)
+        set_compute(net, compute)
     if "reconstruction" not in plan.skip:
         mem.start()
         result["reconstruction"], result["reconstruction_skipped"] = bench_reconstruction(
@@ -131,6 +142,17 @@ def run(args: argparse.Namespace) -> int:
     def log(msg: str) -> None:
         print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
+    if args.highres:
+        from .highres import format_highres, run_highres
+
+        out = Path(args.json or "out/highres.json")
+        args.json = str(out)
+        result = run_highres(args, log)
+        print(format_highres(result))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2, allow_nan=False, default=float))
+        print(f"JSON: {out}; sheet: {out.with_suffix('')}/eyes.png")
+        return 0
     if args.quality:
         from . import quality
 
@@ -159,6 +181,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quality", action="store_true",
                    help="measure quality instead of speed: inversion, a painted attribute with known truth and "
                         "inpainting on real portraits (a few minutes on a 2-core CPU)")
+    p.add_argument("--highres", action="store_true",
+                   help="measure editing at the photo's own scale against the 128-px crop on ~1000-px portraits "
+                        "with painted truth (vgg16-hed; several minutes on a 2-core CPU)")
+    p.add_argument("--highres-cap", type=int, default=384, help="largest working size in --highres")
     p.add_argument("--quality-size", type=int, default=128, help="side of the aligned face crops (--quality)")
     p.add_argument("--quality-iterations", type=int, help="iterations of the edits (--quality; default: the "
                                                            "backbone's)")
@@ -188,6 +214,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--daemon-repeats", type=int, default=2, help="warm requests after the cold one")
     p.add_argument("--skip", help=f"comma-separated sections to leave out: {', '.join(SECTIONS)}")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--compute", default="auto",
+                   help="compute mode of the network for the other sections: auto (the device's default), fp32, "
+                        "channels-last, bf16, channels-last+bf16")
+    p.add_argument("--compute-sizes", help="WIDTHxHEIGHT list of the compute-mode comparison")
+    p.add_argument("--compute-repeats", type=int, help="alternating rounds of the compute-mode comparison")
+    p.add_argument("--compute-iterations", type=int,
+                   help="L-BFGS iterations of each mode in the compute comparison (objective reached)")
     p.add_argument("--quick", action="store_true", help="tiny smoke run (48x48, 2 iterations; < 30 s)")
     p.add_argument("--json", default=None,
                    help="where to write the JSON (default out/bench.json, or out/quality.json with --quality)")

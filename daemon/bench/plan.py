@@ -8,7 +8,7 @@ from typing import Any
 
 DEFAULT_SIZES = "200x200,512x512,1000x800"
 REF_PIXELS = 200 * 200
-SECTIONS = ("reconstruction", "features", "baseline", "torch-lbfgs", "daemon")
+SECTIONS = ("compute", "reconstruction", "features", "baseline", "torch-lbfgs", "daemon")
 
 
 @dataclass
@@ -30,6 +30,9 @@ class Plan:
     baseline_repeats: int
     matmul_n: int
     skip: set[str]
+    compute_sizes: list[tuple[int, int]]
+    compute_repeats: int
+    compute_iterations: int
 
     def iterations_at(self, h: int, w: int) -> int:
         """Timed iterations at h×w: ``iterations`` at 200×200, proportionally fewer above (never more)."""
@@ -57,15 +60,16 @@ def make_plan(args: argparse.Namespace, cuda: bool) -> Plan:
     """Defaults: a quick smoke run, a few-minute CPU run, or a thorough GPU run."""
     if args.quick:
         d = dict(sizes="48x48", iterations=2, min_iterations=2, batches="1,2", batch_max_pixels=0, k=2,
-                 feature_size=48, baseline_size="48x48", baseline_iterations=4, baseline_repeats=1, matmul_n=1024)
+                 feature_size=48, baseline_size="48x48", baseline_iterations=4, baseline_repeats=1, matmul_n=1024,
+                 compute_sizes="48x48", compute_repeats=1, compute_iterations=2)
     elif cuda:
         d = dict(sizes=DEFAULT_SIZES, iterations=20, min_iterations=10, batches="1,2,4", batch_max_pixels=0,
                  k=100, feature_size=200, baseline_size="200x200", baseline_iterations=100, baseline_repeats=3,
-                 matmul_n=8192)
+                 matmul_n=8192, compute_sizes="200x200,512x512", compute_repeats=10, compute_iterations=100)
     else:  # 2-core CPU: a few minutes in all; 1000x800 costs tens of seconds per evaluation
         d = dict(sizes=DEFAULT_SIZES, iterations=2, min_iterations=1, batches="1,2,4", batch_max_pixels=REF_PIXELS,
                  k=25, feature_size=200, baseline_size="200x200", baseline_iterations=20, baseline_repeats=1,
-                 matmul_n=2048)
+                 matmul_n=2048, compute_sizes="128x128,200x200", compute_repeats=5, compute_iterations=30)
 
     def pick(name: str) -> Any:
         v = getattr(args, name)
@@ -78,6 +82,7 @@ def make_plan(args: argparse.Namespace, cuda: bool) -> Plan:
     try:
         sizes = [parse_size(s) for s in str(pick("sizes")).split(",") if s.strip()]
         baseline_size = parse_size(str(pick("baseline_size")))
+        compute_sizes = [parse_size(s) for s in str(pick("compute_sizes")).split(",") if s.strip()]
     except argparse.ArgumentTypeError as e:
         raise SystemExit(f"dfi bench: {e}") from None
     return Plan(
@@ -96,4 +101,7 @@ def make_plan(args: argparse.Namespace, cuda: bool) -> Plan:
         baseline_repeats=int(pick("baseline_repeats")),
         matmul_n=int(pick("matmul_n")),
         skip=skip,
+        compute_sizes=compute_sizes,
+        compute_repeats=int(pick("compute_repeats")),
+        compute_iterations=int(pick("compute_iterations")),
     )

@@ -132,14 +132,18 @@ def run_quality(args: argparse.Namespace, log: Callable[[str], None]) -> dict[st
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from dfi_engine.compute import set_compute
+
     net = dfi.load_network(args.weights or "vgg16-hed", "cpu" if args.device == "auto" else args.device)
+    compute = set_compute(net, args.compute)
     d = defaults_for(net.backbone)
     size, iters = args.quality_size, args.quality_iterations or d.iterations
     strengths = [float(s) for s in args.quality_strengths.split(",")] if args.quality_strengths else \
         [round(d.strength * f, 3) for f in (0.5, 1.0, 1.5)]
     out_dir = Path(args.json).with_suffix("")
     photos = {n: samples.aligned_portrait(n, size) for n in samples.PORTRAITS}
-    result: dict[str, Any] = {"weights": net.label, "backbone": net.backbone, "size": size, "iterations": iters,
+    result: dict[str, Any] = {"weights": net.label, "backbone": net.backbone, "compute_mode": compute, "size": size,
+                              "iterations": iters,
                               "defaults": d.__dict__, "original_settings": ORIGINAL, "photos": {}}
     for name, photo in photos.items():
         other = photos[next(n for n in photos if n != name)]
@@ -159,7 +163,8 @@ def run_quality(args: argparse.Namespace, log: Callable[[str], None]) -> dict[st
 
 
 def format_quality(r: dict[str, Any]) -> str:
-    lines = [f"quality on {r['weights']} at {r['size']}x{r['size']}, {r['iterations']} iterations", ""]
+    lines = [f"quality on {r['weights']} ({r.get('compute_mode', 'fp32')}) at {r['size']}x{r['size']}, "
+             f"{r['iterations']} iterations", ""]
     lines.append(f"{'photo':<13} {'settings':<9} {'inversion from blur: PSNR/SSIM at 50 | 150 | 300 it':<56} "
                  "drift PSNR 50|150|300")
     for name, p in r["photos"].items():

@@ -26,8 +26,13 @@ def format_table(r: dict[str, Any]) -> str:
         f"peak (matmul {pk['matmul_n']}^2, float32, best of start/end): {pk['float32_gflops']:.1f} GFLOP/s"
         + (f"; bfloat16: {pk['bfloat16_gflops']:.1f} GFLOP/s" if "bfloat16_gflops" in pk else ""),
         f"FLOP convention: {r['flop_convention']}",
+        f"compute mode of the other sections: {r.get('compute_mode', 'fp32')}",
         "",
     ]
+    if r.get("compute"):
+        from .compute import format_compute
+
+        lines += [*format_compute(r["compute"]), ""]
     rec = r.get("reconstruction")
     if rec:
         hdr = (f"{'size':>9} {'B':>2} {'its':>3} {'fwd+bwd':>10} {'iteration':>10} {'its f+b':>10} {'overhead':>8} "

@@ -112,7 +112,8 @@ class ProgressBar:
                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
         bar, kind = self.bar, ev.get("type")
         if kind == "accepted":
-            bar.set_postfix_str(f"queued, {ev['position']} ahead" if ev.get("position") else "starting")
+            about = f", about {ev['estimate_s']:.0f} s" if ev.get("estimate_s") else ""
+            bar.set_postfix_str((f"queued, {ev['position']} ahead" if ev.get("position") else "starting") + about)
         elif kind == "progress":
             done = int(round(100 * float(ev.get("fraction", 0.0))))
             if done > bar.n:

@@ -50,6 +50,7 @@ def _print_report(report) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
+    from dfi_engine.faces import builder as dbb
     from dfi_engine.faces import database as dbm
 
     mode = "add" if args.db_command == "add" else "build"
@@ -57,13 +58,14 @@ def run_build(args: argparse.Namespace) -> int:
     resolution = args.resolution
     if mode == "add" and resolution is None:
         resolution = dbm.read_manifest(path)["resolution"]
-    report = dbm.build(path, _plan(args), resolution or 128, args.aligned, args.landmarks, args.upsample, mode,
-                       progress=not args.quiet)
+    report = dbb.build(path, _plan(args), resolution or 128, args.aligned, args.landmarks, args.upsample, mode,
+                       progress=not args.quiet, workers=args.workers)
     _print_report(report)
     return 0
 
 
 def run_fetch(args: argparse.Namespace) -> int:
+    from dfi_engine.faces import builder as dbb
     from dfi_engine.faces import database as dbm
     from dfi_engine.faces.fetch import fetch_lfw
 
@@ -78,8 +80,8 @@ def run_fetch(args: argparse.Namespace) -> int:
     plan, missing = dbm.plan_from_table(folder, table, "lfw", _definitions())
     if missing:
         print(f"note: {len(missing)} table rows have no image (first: {missing[0]})", file=sys.stderr)
-    report = dbm.build(db_path, plan, args.resolution, args.aligned, args.landmarks, 1, "build",
-                       progress=not args.quiet)
+    report = dbb.build(db_path, plan, args.resolution, args.aligned, args.landmarks, 1, "build",
+                       progress=not args.quiet, workers=args.workers)
     _print_report(report)
     return 0
 
@@ -134,7 +136,13 @@ def _sources(p: argparse.ArgumentParser) -> None:
     p.add_argument("--landmarks", default="5", choices=["5", "68"],
                    help="dlib landmark model (68 is trained on iBUG 300-W: non-commercial use only)")
     p.add_argument("--upsample", type=int, default=1, help="detector upsampling (finds smaller faces, slower)")
+    _workers(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _workers(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes that detect and align faces (default 0 = every core; 1 = this process only)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -159,6 +167,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--no-build", action="store_true", help="only download and unpack")
     f.add_argument("--aligned", action="store_true", help="skip face detection (treat images as aligned)")
     f.add_argument("--landmarks", default="5", choices=["5", "68"])
+    _workers(f)
     f.add_argument("--images-url", action="append",
                    help="URL of the image archive, replacing the built-in mirrors (repeatable, in order)")
     f.add_argument("--attributes-url", action="append",

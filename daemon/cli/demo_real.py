@@ -40,11 +40,16 @@ def write_examples(folder: Path, size: int = 128) -> tuple[Path, Path]:
 
 
 def build_database(examples: Path, db: Path) -> Path:
+    from dfi_engine.faces import builder as dbb
     from dfi_engine.faces import database as dbm
 
     without, with_ = write_examples(examples)
     plan = dbm.plan_from_folders(with_, without, ATTRIBUTE, "Dark glasses (painted examples)")
-    dbm.build(db, plan, 128, True, "5", 1, "build", progress=False)
+    if (db / dbm.MANIFEST).is_file():  # the demo's own database from an earlier run: made anew, like the examples
+        import shutil
+
+        shutil.rmtree(db)
+    dbb.build(db, plan, 128, True, "5", 1, "build", progress=False)
     return db
 
 

@@ -28,6 +28,8 @@ class Config:
     endpoint: str
     weights: str = "auto"
     device: str = "auto"
+    compute: str = "auto"
+    work_size: int = -1  # -1 = the device's default; 0 = the database's own resolution
     database: str = "auto"
     threads: int = 0  # 0 = torch's default
     max_queue: int = 8
@@ -48,6 +50,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(env DFI_WEIGHTS; auto = VGG-19 if its file is cached, else vgg16-hed)")
     p.add_argument("--device", default=env("DFI_DEVICE", "auto"),
                    help="auto (CUDA, then Apple MPS, then CPU) | cpu | cuda | cuda:N | mps (env DFI_DEVICE)")
+    p.add_argument("--compute", default=env("DFI_COMPUTE", "auto"),
+                   help="how the network computes: auto (the device's measured best) | fp32 | channels-last | bf16 "
+                        "| channels-last+bf16 (env DFI_COMPUTE; see docs/performance.md)")
+    p.add_argument("--work-size", type=int, default=int(env("DFI_WORK_SIZE", "-1")),
+                   help="largest side (px) an aligned face is edited at: the face's own scale up to this; "
+                        "0 = the database's resolution, -1 = the device's default (CPU 256, GPU 1024)")
     p.add_argument("--database", default=env("DFI_DATABASE", "auto"),
                    help="neighbour source: PATH of a face database | auto (the one 'dfi db fetch lfw' made, if any) "
                         "| synthetic (offline smoke test) | none (env DFI_DATABASE)")
@@ -69,7 +77,8 @@ def validate(cfg: Config) -> None:
     checks = [("--max-queue", cfg.max_queue, 0, "0 or more"), ("--max-pixels", cfg.max_pixels, 1, "at least 1"),
               ("--max-message-mb", cfg.max_message_bytes, 1024, "at least 0.001"),
               ("--client-timeout", cfg.client_timeout_s, 0.5, "at least 0.5 (seconds)"),
-              ("--threads", cfg.threads, 0, "0 (torch's default) or more")]
+              ("--threads", cfg.threads, 0, "0 (torch's default) or more"),
+              ("--work-size", cfg.work_size, -1, "-1 (the device's default), 0 or a side in pixels")]
     for flag, value, low, what in checks:
         if not value >= low or value != value:  # also NaN
             shown = value / 2**20 if flag == "--max-message-mb" else value
@@ -80,7 +89,9 @@ def validate(cfg: Config) -> None:
 
 
 def config_from_args(args: argparse.Namespace, endpoint: str, foreground: bool) -> Config:
-    return Config(endpoint=endpoint, weights=args.weights, device=args.device, database=args.database,
+    return Config(endpoint=endpoint, weights=args.weights, device=args.device, compute=args.compute,
+                  work_size=args.work_size,
+                  database=args.database,
                   threads=args.threads, max_queue=args.max_queue, max_pixels=args.max_pixels,
                   max_message_bytes=int(args.max_message_mb * 1024 * 1024), client_timeout_s=args.client_timeout,
                   curve_dir=args.curve_dir, warm_up=args.warm_up, foreground=foreground,

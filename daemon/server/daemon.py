@@ -54,7 +54,8 @@ class Daemon:
         self.worker: Worker | None = None
         self.lock = EndpointLock(cfg.endpoint)
         # what it was started with (before 'auto' is resolved), so a command can tell it asks for something else
-        self.settings = {"weights": cfg.weights, "device": cfg.device, "database": cfg.database,
+        self.settings = {"weights": cfg.weights, "device": cfg.device, "compute": cfg.compute,
+                         "work_size": cfg.work_size, "database": cfg.database,
                          "auto_started": cfg.auto_started}
         self.link: FrontLink | None = None
 
@@ -79,13 +80,24 @@ class Daemon:
         self.cfg = replace(self.cfg, device=str(resolve_device(self.cfg.device)))
         net = load_network(self.cfg.weights, self.cfg.device, progress=self.cfg.foreground)
         net.eval()
+        from dfi_engine.compute import set_compute
+        from dfi_engine.devices import device_default
+        from dfi_engine.errors import InputError
+
+        try:
+            self.cfg = replace(self.cfg, compute=set_compute(net, self.cfg.compute))
+        except InputError as e:
+            raise StartError(f"--compute: {e}") from None
+        if self.cfg.work_size < 0:
+            self.cfg = replace(self.cfg, work_size=int(device_default(self.cfg.device, "work_size")))
         try:
             source = open_source(self.cfg.database, [user_attributes_path()])
         except SourceUnavailable as e:
             raise StartError(f"{e} Start with --database synthetic for the offline smoke test, or --database none."
                              ) from None
-        self.runner = Runner(net, source, self.limits)
-        log.info("weights: %s on %s (%.2f s)", net.label, self.cfg.device, time.perf_counter() - t0)
+        self.runner = Runner(net, source, self.limits, self.cfg.work_size)
+        log.info("weights: %s on %s, %s (%.2f s)", net.label, self.cfg.device, self.cfg.compute,
+                 time.perf_counter() - t0)
         log.info("neighbours: %s", source.label if source else "none (edits will answer no_database)")
         if self.cfg.warm_up:
             log.info("warm-up pass: %.2f s", self.runner.warm_up())
@@ -225,7 +237,7 @@ class Daemon:
             self.jobs[job.id] = job
             self.delivered.accepted(client, rid, job.id)
             log.info("%s: %s accepted (%d ahead)", job.id, op, ahead)
-            self._accepted(client, rid, job.id, ahead)
+            self._accepted(client, rid, job.id, ahead, self._estimate(req))
         elif op == "heartbeat":
             states = {}
             for jid in req.get("jobs", []):
@@ -262,10 +274,18 @@ class Daemon:
             self._send(client, P.reply("bye", rid, message="The daemon is shutting down."))
             self.stopping.set()
 
-    def _accepted(self, client: bytes, rid: Any, job: str, ahead: int) -> None:
+    def _accepted(self, client: bytes, rid: Any, job: str, ahead: int, estimate: float | None = None) -> None:
+        extra = {} if estimate is None else {"estimate_s": round(estimate, 1)}
         self._send(client, P.reply("accepted", rid, job=job, position=ahead,
                                    heartbeat_interval_s=P.HEARTBEAT_INTERVAL_S,
-                                   client_timeout_s=self.cfg.client_timeout_s))
+                                   client_timeout_s=self.cfg.client_timeout_s, **extra))
+
+    def _estimate(self, req: dict[str, Any]) -> float | None:
+        try:
+            return self.runner.estimate(req)
+        except Exception:  # an estimate is a courtesy: never refuse a job over it
+            log.exception("estimating a job's time")
+            return None
 
     def _resubmitted(self, client: bytes, rid: Any) -> bool:
         """A job request sent again after a reconnect: answer for the job it already started, never run it twice."""
@@ -282,7 +302,8 @@ class Daemon:
 
     def _describe(self) -> dict[str, Any]:
         src = self.runner.source
-        return {"weights": self.runner.net.label, "device": self.cfg.device,
+        return {"weights": self.runner.net.label, "device": self.cfg.device, "compute": self.cfg.compute,
+                "work_size": self.cfg.work_size,
                 "database": src.label if src else None, "synthetic": bool(src and src.synthetic),
                 "settings": self.settings}
 

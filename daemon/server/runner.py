@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from dfi_wire import protocol as P
 
+from .pace import Pace
 from .preview import Previews
 from .sources import NeighbourSource, UnknownAttribute
 
@@ -33,10 +34,12 @@ def _wire(a: np.ndarray, fmt: str) -> dict[str, Any]:
 class Runner:
     """Engine façade: checks a request against what is loaded, then runs it."""
 
-    def __init__(self, net: Any, source: NeighbourSource | None, limits: P.Limits) -> None:
+    def __init__(self, net: Any, source: NeighbourSource | None, limits: P.Limits, work_size: int = 0) -> None:
         self.net = net
         self.source = source
         self.limits = limits
+        self.work_size = work_size  # the device's cap on the side an aligned face is edited at (0: as stored)
+        self.pace = Pace()
 
     # ------------------------------------------------------------------ checks before queueing
     def check(self, req: dict[str, Any]) -> None:
@@ -74,18 +77,45 @@ class Runner:
                         "strength_max": d.strength_max if scaling == d.scaling else max(5.0, 2 * (strength or 1))})
         return out
 
+    # ------------------------------------------------------------------ pace
+    def _plan(self, req: dict[str, Any]) -> tuple[Any, int, int, int]:
+        """(kind of request, pixel-iterations, strengths, neighbour pixels) of a request, before it runs."""
+        from dfi_engine.backbones import defaults_for
+
+        opts = req.get("options", {})
+        assert self.source is not None
+        k = int(opts.get("k", self.source.default_k))
+        align = bool(opts.get("align", self.source.can_align))
+        work_size = int(opts.get("work_size", self.work_size))
+        iterations = int(opts.get("iterations", defaults_for(self.net.backbone).iterations))
+        work, side = self.source.work(req["image"].height, req["image"].width, align, work_size, iterations)
+        strengths = len(req["strengths"]) if req["op"] == "edit" else 1
+        key = (req["op"], req.get("attribute"), k, align, side)
+        return key, work, strengths, (2 * k if req["op"] == "edit" else k) * side * side
+
+    def estimate(self, req: dict[str, Any]) -> float | None:
+        """Seconds the job should take on this device (None until the pace is known)."""
+        return self.pace.estimate(*self._plan(req))
+
     # ------------------------------------------------------------------ warm-up
     def warm_up(self) -> float:
-        """One tiny reconstruction so the first real job does not pay for lazy initialisation."""
+        """A small reconstruction so the first real job does not pay for lazy initialisation; it also
+        measures the device's pace for the first estimate."""
         import torch
 
         from dfi_engine.reconstruct import ReconstructConfig, reconstruct
 
         t0 = time.perf_counter()
-        x = torch.full((1, 3, P.MIN_SIDE, P.MIN_SIDE), 127.5, device=self.net.device)
+        side = 128
+        x = torch.full((1, 3, side, side), 127.5, device=self.net.device)
+        x[:, :, side // 4: side // 2] = 60.0  # not flat: a real objective
         with torch.no_grad():
-            targets = self.net(x)
-        reconstruct(self.net, x, targets, ReconstructConfig(iterations=2))
+            targets = self.net(x.flip(2))
+        marks: list[float] = []
+        reconstruct(self.net, x, targets, ReconstructConfig(iterations=4),
+                    progress=lambda i, n, loss: marks.append(time.perf_counter()))
+        if len(marks) >= 4:
+            self.pace.observe_iterations(marks[-1] - marks[1], (len(marks) - 2) * side * side, 1)
         return time.perf_counter() - t0
 
     # ------------------------------------------------------------------ running
@@ -103,6 +133,7 @@ class Runner:
         from dfi_engine.backbones import defaults_for
 
         iterations = int(opts.get("iterations", defaults_for(self.net.backbone).iterations))
+        work_size = int(opts.get("work_size", self.work_size))
         notes: list[str] = []
         if self.source.synthetic:
             notes.append(f"neighbours: {self.source.label}")
@@ -110,12 +141,18 @@ class Runner:
             notes.append(f"weights: {self.net.label}")
 
         previews = Previews(float(opts.get("preview", 0.0)), req["image"].format)
+        key, _, strengths, _ = self._plan(req)
+        marks: dict[str, float] = {}  # when the inversion started, its last iteration, and the units of both
 
-        def engine_progress(stage: str, done: int, total: int, render: Any = None, **_: Any) -> None:
+        def engine_progress(stage: str, done: float, total: float, render: Any = None, step: str = "",
+                            **_: Any) -> None:
             if cancelled():  # neighbour features have no cancel hook of their own
                 raise CancelledError("The job was cancelled.")
             if stage == "reconstruct":
-                progress("reconstruct", 0.25 + 0.72 * done / max(total, 1), f"iteration {done}/{total}",
+                marks.setdefault("first", time.perf_counter())
+                marks.setdefault("first_done", done)
+                marks["last"], marks["last_done"], marks["total"] = time.perf_counter(), done, total
+                progress("reconstruct", 0.25 + 0.72 * done / max(total, 1), step or f"iteration {done}/{total}",
                          preview=previews.maybe(render))
             else:
                 part = 0.0 if stage.startswith("target") else 0.5
@@ -127,7 +164,7 @@ class Runner:
             attr = self._attribute(req["attribute"])
             options = dfi.EditOptions(
                 scaling=opts.get("scaling", attr["scaling"]), color=opts.get("color"),
-                feather=opts.get("feather"), max_pixels=self.limits.max_pixels,
+                feather=opts.get("feather"), max_pixels=self.limits.max_pixels, work_size=work_size or None,
                 reconstruct=dfi.ReconstructConfig(iterations=iterations))
             try:
                 res = self.source.edit(self.net, image, mask, req["attribute"], req["strengths"], options, align, k,
@@ -137,11 +174,19 @@ class Runner:
         else:
             options = dfi.EditOptions(
                 scaling=opts.get("scaling", getattr(self.source, "inpaint_scaling", None)),
-                color=opts.get("color"), max_pixels=self.limits.max_pixels,
+                color=opts.get("color"), max_pixels=self.limits.max_pixels, work_size=work_size or None,
                 reconstruct=dfi.ReconstructConfig(iterations=iterations))
             res = self.source.inpaint(self.net, image, mask, req.get("strength"), options, align, k,
                                       engine_progress, cancelled)
-        notes += [f"face: {res.face.choice}"] if getattr(res, "face", None) is not None else []
+        face = getattr(res, "face", None)
+        if face is not None:
+            notes.append(f"face: {face.choice}, edited at {face.size} px")
+        if "first" in marks:  # the pace of what really ran (the face's working size was a guess before)
+            work = getattr(res, "info", {}).get("pixel_iterations") or (
+                iterations * (face.size ** 2 if face is not None else image.shape[0] * image.shape[1]))
+            seen = (marks["last_done"] - marks["first_done"]) / max(marks["total"], 1)
+            self.pace.observe_prep(key, marks["first"] - t0)
+            self.pace.observe_iterations(marks["last"] - marks["first"], work * seen, strengths)
         fmt = req["image"].format
         progress("done", 1.0, "done")
         return {

@@ -42,6 +42,10 @@ class NeighbourSource(Protocol):
 
     def attributes(self) -> list[Attribute]: ...
 
+    def work(self, height: int, width: int, align: bool, work_size: int, iterations: int) -> tuple[int, int]:
+        """(pixel-iterations, working side) a job on a photo of this size will take (what its time scales with)."""
+        ...
+
     def edit(self, net: Any, image: np.ndarray, mask: np.ndarray | None, attribute: str,
              strengths: Sequence[float], options: Any, align: bool, k: int,
              progress: ProgressFn, cancel: Callable[[], bool]) -> Any: ...
@@ -79,6 +83,9 @@ class SyntheticSource:
 
     def attributes(self) -> list[Attribute]:
         return [dict(a) for a in self._ATTRIBUTES]  # type: ignore[misc]
+
+    def work(self, height: int, width: int, align: bool, work_size: int, iterations: int) -> tuple[int, int]:
+        return iterations * height * width, max(height, width)  # rendered and inverted at the photo's own size
 
     def _render(self, tag: str, beard: bool, shape: tuple[int, int], k: int,
                 cancel: Callable[[], bool] | None = None) -> Rendered:
@@ -153,6 +160,9 @@ class Chain:
             yield from p
 
 
+FACE_SHARE = 0.8
+
+
 class FaceDatabaseSource:
     """A face database (``dfi db build`` / ``dfi db fetch``) with alignment and a feature cache."""
 
@@ -179,6 +189,15 @@ class FaceDatabaseSource:
 
                 self._detector = FaceDetector()
             return self._detector
+
+    def work(self, height: int, width: int, align: bool, work_size: int, iterations: int) -> tuple[int, int]:
+        """Before the face is found: a selection sent with its context is mostly face (FACE_SHARE of its
+        shorter side), so that is the working side, within [the database's resolution, ``work_size``]."""
+        from dfi_engine.faces.coarse_to_fine import pixel_iterations
+
+        res = self.db.resolution
+        side = res if work_size <= res else max(res, min(work_size, int(FACE_SHARE * min(height, width)) // 16 * 16))
+        return pixel_iterations(iterations, res, side), side
 
     def attributes(self) -> list[Attribute]:
         return [{"name": a.name, "label": a.label, "default_strength": a.strength, "scaling": a.scaling}

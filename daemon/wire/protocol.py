@@ -243,9 +243,11 @@ _OPTION_CHECKS = {
     "align": _bool,
     "feather": lambda f, v: _float(f, v, 0.0, 10_000.0),
     "preview": lambda f, v: _float(f, v, 0.0, 3600.0),
+    "work_size": lambda f, v: _int(f, v, 0, MAX_WORK_SIZE),
 }
-EDIT_OPTIONS = ("iterations", "k", "scaling", "color", "align", "feather", "preview")
-INPAINT_OPTIONS = ("iterations", "k", "scaling", "color", "align", "preview")
+MAX_WORK_SIZE = 4096  # px: the largest side an aligned face is edited at (0 = the database's own)
+EDIT_OPTIONS = ("iterations", "k", "scaling", "color", "align", "feather", "preview", "work_size")
+INPAINT_OPTIONS = ("iterations", "k", "scaling", "color", "align", "preview", "work_size")
 PREVIEW_MIN_S = 0.5  # previews come at most this often, whatever a request asks
 PREVIEW_MAX_SIDE = 256  # a preview's longer side, in pixels
 

@@ -13,8 +13,9 @@ dlib is imported only when a :class:`FaceDetector` is made.
 
 from .align import AlignedFace
 from .attributes import AttributeDef, Definitions, load_definitions
+from .builder import BuildReport, build
 from .cache import FeatureCache
-from .database import BuildReport, Database, Plan, build, check, plan_from_folder, plan_from_folders, plan_from_table
+from .database import Database, Plan, check, plan_from_folder, plan_from_folders, plan_from_table
 from .errors import (
     AttributeDefinitionError,
     DatabaseError,

@@ -10,7 +10,7 @@ chin (~84%) and the forehead inside the square.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -66,6 +66,29 @@ def apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
     """Map (N, 2) points (x, y) through a 2×3 matrix."""
     pts = np.asarray(pts, np.float64)
     return pts @ m[:, :2].T + m[:, 2]
+
+
+def rescale(m: np.ndarray, from_size: int, to_size: int) -> np.ndarray:
+    """The same photo -> crop mapping for a crop of another side (pixel centres at integers)."""
+    f = to_size / from_size
+    out = np.array(m, np.float64) * f
+    out[:, 2] = f * (m[:, 2] + 0.5) - 0.5
+    return out
+
+
+WORK_MULTIPLE = 16  # VGG pools four times: sides that divide by 16 keep every layer's grid aligned
+
+
+def working_size(m: np.ndarray, size: int, cap: int | None) -> int:
+    """The side to edit a face at: as many pixels as the photo has across the crop window, in [size, cap].
+
+    ``m`` maps the photo to a size×size crop. Editing at the photo's own scale keeps the change as
+    sharp as the photo; above ``cap`` (a device's budget) the change is resampled back up.
+    """
+    if not cap or cap <= size:
+        return size
+    photo_px = size / np.sqrt(abs(np.linalg.det(m[:, :2])))  # photo pixels across the crop window
+    return max(size, int(min(cap, photo_px) // WORK_MULTIPLE * WORK_MULTIPLE))
 
 
 def _sample(image: np.ndarray, rows: np.ndarray, cols: np.ndarray, order: int) -> np.ndarray:
@@ -178,6 +201,13 @@ class AlignedFace:
     def crop_landmarks(self) -> np.ndarray:
         """Landmarks in crop pixels (the template itself when unaligned)."""
         return apply(self.matrix, self.landmarks) if self.landmarks is not None else template(self.size)
+
+    def resized(self, rgb: np.ndarray, size: int) -> AlignedFace:
+        """The same face in a crop of another side, sampled afresh from the photo (float RGB 0..255)."""
+        if size == self.size:
+            return self
+        m = rescale(self.matrix, self.size, size)
+        return replace(self, crop=warp_to_crop(rgb, m, size), matrix=m, size=size)
 
     def report(self) -> dict:
         return {"aligned": self.aligned, "choice": self.choice, "faces": [f.as_dict() for f in self.faces],

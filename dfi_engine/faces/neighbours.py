@@ -14,7 +14,7 @@ nearest in appearance (thumbnails) instead.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -214,10 +214,22 @@ def select_appearance(db: Database, thumb: np.ndarray, k: int = 100, minimum: in
     return idx[np.argsort(d[idx], kind="stable")[:k]]
 
 
+def resampled(images: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """Database crops at another side (bicubic): the same canonical frame, so no warp is needed."""
+    from PIL import Image
+
+    for im in images:
+        a = np.clip(np.asarray(im, np.float32), 0, 255).round().astype(np.uint8)
+        yield np.asarray(Image.fromarray(a).resize((size, size), Image.BICUBIC), np.float32)
+
+
 def mean_cached(net, db: Database, indices: np.ndarray, batch_size: int, cache: FeatureCache | None,
-                progress: ProgressFn | None, stage: str, transform=None, extra: bytes = b"") -> Features:
-    """Mean φ of database faces ``indices`` (optionally transformed), through the cache when given."""
-    key = set_key(db.id, db.count, indices, db.resolution, net.label, net.layers, extra)
+                progress: ProgressFn | None, stage: str, transform=None, extra: bytes = b"",
+                size: int | None = None) -> Features:
+    """Mean φ of database faces ``indices`` at ``size`` (default: as stored), optionally transformed after
+    resampling, through the cache when given."""
+    size = size or db.resolution
+    key = set_key(db.id, db.count, indices, size, net.label, net.layers, extra)
     if cache is not None:
         hit = cache.get(key)
         if hit is not None:
@@ -225,17 +237,20 @@ def mean_cached(net, db: Database, indices: np.ndarray, batch_size: int, cache: 
                 progress(stage + " (cached)", len(indices), len(indices))
             return hit
     images = db.images(indices)
+    if size != db.resolution:
+        images = resampled(images, size)
     if transform is not None:
         images = (transform(im) for im in images)
-    mean, _ = mean_features(net, images, batch_size, (db.resolution, db.resolution), progress, stage, len(indices))
+    mean, _ = mean_features(net, images, batch_size, (size, size), progress, stage, len(indices))
     if cache is not None:
         cache.put(key, mean)
     return mean
 
 
 def attribute_vector_cached(net, db: Database, sel: Selection, batch_size: int = 8,
-                            cache: FeatureCache | None = None, progress: ProgressFn | None = None) -> Features:
-    """w = mean φ(target) − mean φ(source), each mean cached per neighbour set."""
-    mt = mean_cached(net, db, sel.target, batch_size, cache, progress, "target features")
-    ms = mean_cached(net, db, sel.source, batch_size, cache, progress, "source features")
+                            cache: FeatureCache | None = None, progress: ProgressFn | None = None,
+                            size: int | None = None) -> Features:
+    """w = mean φ(target) − mean φ(source) at ``size``, each mean cached per neighbour set."""
+    mt = mean_cached(net, db, sel.target, batch_size, cache, progress, "target features", size=size)
+    ms = mean_cached(net, db, sel.source, batch_size, cache, progress, "source features", size=size)
     return [t - s for t, s in zip(mt, ms)]

@@ -19,6 +19,7 @@ from ..images import merge_image, split_image, to_mask
 from ..postprocess import blend, compose, feather
 from ..vgg import VGGFeatures
 from . import align as al
+from .coarse_to_fine import coarse_to_fine, iterations_of, pixel_iterations
 from .errors import NoFaceError
 from .landmarks import FaceDetector, choose_face
 
@@ -119,7 +120,7 @@ def edit_aligned(
         res = apply_vector(net, af.crop / 255.0, w, strengths, crop_mask, options, photo_progress, cancel)
     outs = [to_photo(edited) for edited in res.images]
     crops = [np.clip(np.rint(edited * 255.0), 0, 255).astype(np.uint8) for edited in res.images]
-    info = {"face": af.report(), "feather_px": round(float(radius), 2), "region_box": list(box)}
+    info = {"face": af.report(), "work_size": size, "feather_px": round(float(radius), 2), "region_box": list(box)}
     return FaceEditResult(outs, res.strengths, res.losses, res.weights_label, af, crops, info)
 
 
@@ -156,17 +157,31 @@ def edit_attribute(
             raise InputError("Filling a selection needs a selection.", "Select the region to fill.")
         return inpaint_face(net, photo, database, mask, strengths[0] if strengths else attribute.strength,
                             options, detector, whole_image, k, minimum, cache, progress, cancel)
-    size = database.resolution
-    af = align_photo(photo, size, detector, mask, whole_image, options.max_pixels)
+    af = align_photo(photo, database.resolution, detector, mask, whole_image, options.max_pixels)
     scores, how, thumb = input_scores(database, photo, af, given)
     sel = select(database, attribute, scores, k=k, minimum=minimum, exclude=how.get("index"),
                  identity=how.get("identity"), input_landmarks=af.crop_landmarks if rerank_landmarks else None,
                  thumb=thumb)
     w = attribute_vector_cached(net, database, sel, options.batch_size, cache, progress)
-    res = edit_aligned(net, photo, w, strengths, size, mask, options, detector, whole_image, progress, cancel,
-                       aligned=af)
-    res.info.update({"attribute": attribute.name, "input_scores": how, "neighbours": sel.summary()})
+    fine = at_working_size(af, photo, options)
+    if fine is af:
+        res = edit_aligned(net, photo, w, strengths, af.size, mask, options, detector, whole_image, progress,
+                           cancel, aligned=af)
+    else:
+        w_fine = attribute_vector_cached(net, database, sel, options.batch_size, cache, progress, size=fine.size)
+        res = edit_aligned(net, photo, None, strengths, fine.size, mask, options, detector, whole_image, progress,
+                           cancel, aligned=fine, runner=coarse_to_fine(net, af, w, w_fine, strengths, options, cancel))
+    res.info.update({"attribute": attribute.name, "input_scores": how, "neighbours": sel.summary(),
+                     "pixel_iterations": pixel_iterations(iterations_of(net, options), af.size, fine.size)})
     return res
+
+
+def at_working_size(af: al.AlignedFace, photo: np.ndarray, options: EditOptions) -> al.AlignedFace:
+    """The face at the side it is edited at (``options.work_size`` caps it; see ``align.working_size``)."""
+    size = al.working_size(af.matrix, af.size, options.work_size)
+    if size == af.size:
+        return af
+    return af.resized(split_image(photo, options.max_pixels)[0], size)
 
 
 def inpaint_face(
@@ -197,9 +212,9 @@ def inpaint_face(
 
     strength = defaults_for(net.backbone).inpaint_strength if strength is None else strength
     options = inpaint_options(options, net.backbone)
-    size = database.resolution
-    af = align_photo(photo, size, detector, mask, whole_image, options.max_pixels)
+    af = align_photo(photo, database.resolution, detector, mask, whole_image, options.max_pixels)
     idx = select_appearance(database, thumbnail(af.crop), k, minimum, database.find(content_hash(photo)))
+    size = af.size  # Fill stays at the database's size: a working size is not measured for it yet
 
     def run(crop01: np.ndarray, crop_mask: np.ndarray, progress: ProgressFn) -> EditResult:
         region = crop_mask > 0.5
