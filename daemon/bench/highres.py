@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from .. import samples
+from .quality import bench_network
 
 PATHS = ("crop", "native, single-scale", "coarse-to-fine", "coarse-to-fine, neighbours native")
 
@@ -66,14 +67,12 @@ def _scores(result: np.ndarray, photo: np.ndarray, truth: np.ndarray, mask: np.n
 def run_highres(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     import dfi_engine as dfi
     from dfi_engine.backbones import defaults_for
-    from dfi_engine.compute import set_compute
     from dfi_engine.faces import align as al
     from dfi_engine.faces.coarse_to_fine import coarse_to_fine
     from dfi_engine.faces.neighbours import resampled
     from dfi_engine.faces.pipeline import align_photo, edit_aligned
 
-    net = dfi.load_network(args.weights or "vgg16-hed", "cpu" if args.device == "auto" else args.device)
-    compute = set_compute(net, args.compute)
+    net, compute = bench_network(args)
     d = defaults_for(net.backbone)
     base, cap = 128, args.highres_cap
     iters = args.quality_iterations or d.iterations

@@ -124,18 +124,23 @@ def sheet(rows: list[list[np.ndarray]], path: Path, scale: int = 2) -> None:
     Image.fromarray(canvas).resize((canvas.shape[1] * scale, canvas.shape[0] * scale), Image.NEAREST).save(path)
 
 
+def bench_network(args: argparse.Namespace) -> tuple[Any, str]:
+    """The network the quality benches judge (real features by default) and its compute mode."""
+    import dfi_engine as dfi
+    from dfi_engine.compute import set_compute
+
+    net = dfi.load_network(args.weights or "vgg16-hed", "cpu" if args.device == "auto" else args.device)
+    return net, set_compute(net, args.compute)
+
+
 def run_quality(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     import torch
 
-    import dfi_engine as dfi
     from dfi_engine.backbones import defaults_for
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from dfi_engine.compute import set_compute
-
-    net = dfi.load_network(args.weights or "vgg16-hed", "cpu" if args.device == "auto" else args.device)
-    compute = set_compute(net, args.compute)
+    net, compute = bench_network(args)
     d = defaults_for(net.backbone)
     size, iters = args.quality_size, args.quality_iterations or d.iterations
     strengths = [float(s) for s in args.quality_strengths.split(",")] if args.quality_strengths else \

@@ -38,19 +38,16 @@ class Delivered:
         self.sent: OrderedDict[str, Sent] = OrderedDict()
         self.bytes = 0
 
-    @staticmethod
-    def key(client: bytes, req_id: Any) -> tuple[bytes, Any]:
-        return client, req_id if isinstance(req_id, str | int) else repr(req_id)
-
     def accepted(self, client: bytes, req_id: Any, job: str) -> None:
-        self.requests[self.key(client, req_id)] = job
+        if req_id is not None:  # a request without an id cannot be told from the next one: never matched
+            self.requests[client, req_id] = job
 
     def job_for(self, client: bytes, req_id: Any) -> str | None:
         """The job this client already submitted under this request id, if any."""
-        return self.requests.get(self.key(client, req_id))
+        return None if req_id is None else self.requests.get((client, req_id))
 
     def forget_request(self, client: bytes, req_id: Any) -> None:
-        self.requests.pop(self.key(client, req_id), None)
+        self.requests.pop((client, req_id), None)
 
     def finished(self, job: str, client: bytes, req_id: Any, payload: bytes) -> None:
         """Keep the final reply; the oldest go first once a bound is passed (the newest always stays)."""

@@ -78,16 +78,20 @@ class Runner:
         return out
 
     # ------------------------------------------------------------------ pace
-    def _plan(self, req: dict[str, Any]) -> tuple[Any, int, int, int]:
-        """(kind of request, pixel-iterations, strengths, neighbour pixels) of a request, before it runs."""
+    def _settings(self, req: dict[str, Any]) -> tuple[int, bool, int, int]:
+        """(k, align, work size, iterations) of a request, the source's and the device's defaults filled in."""
         from dfi_engine.backbones import defaults_for
 
         opts = req.get("options", {})
         assert self.source is not None
-        k = int(opts.get("k", self.source.default_k))
-        align = bool(opts.get("align", self.source.can_align))
-        work_size = int(opts.get("work_size", self.work_size))
-        iterations = int(opts.get("iterations", defaults_for(self.net.backbone).iterations))
+        return (int(opts.get("k", self.source.default_k)), bool(opts.get("align", self.source.can_align)),
+                int(opts.get("work_size", self.work_size)),
+                int(opts.get("iterations", defaults_for(self.net.backbone).iterations)))
+
+    def _plan(self, req: dict[str, Any]) -> tuple[Any, int, int, int]:
+        """(kind of request, pixel-iterations, strengths, neighbour pixels) of a request, before it runs."""
+        assert self.source is not None
+        k, align, work_size, iterations = self._settings(req)
         work, side = self.source.work(req["image"].height, req["image"].width, align, work_size, iterations)
         strengths = len(req["strengths"]) if req["op"] == "edit" else 1
         key = (req["op"], req.get("attribute"), k, align, side)
@@ -129,11 +133,7 @@ class Runner:
         image = _array(req["image"])
         mask = _array(req["mask"]) if req.get("mask") is not None else None
         opts = req.get("options", {})
-        k = int(opts.get("k", self.source.default_k))
-        from dfi_engine.backbones import defaults_for
-
-        iterations = int(opts.get("iterations", defaults_for(self.net.backbone).iterations))
-        work_size = int(opts.get("work_size", self.work_size))
+        k, align, work_size, iterations = self._settings(req)
         notes: list[str] = []
         if self.source.synthetic:
             notes.append(f"neighbours: {self.source.label}")
@@ -159,7 +159,6 @@ class Runner:
                 progress("features", 0.05 + 0.2 * (part + 0.5 * done / max(total, 1)), f"{stage} {done}/{total}")
 
         progress("neighbours", 0.01, f"finding {k} neighbours")
-        align = bool(opts.get("align", self.source.can_align))
         if req["op"] == "edit":
             attr = self._attribute(req["attribute"])
             options = dfi.EditOptions(

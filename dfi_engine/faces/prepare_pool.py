@@ -120,6 +120,4 @@ def prepared(files: Sequence[str | Path], size: int, aligned: bool, model: str =
         while window:
             yield window.popleft().result()
     finally:
-        for fut in window:
-            fut.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=True, cancel_futures=True)  # what is still queued is dropped, a resume redoes it
