@@ -18,8 +18,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # The CPU build of torch first: a plain 'torch' would pull GBs of CUDA packages.
   echo "bootstrap: 1/2 installing torch 2.13.0 (CPU build; a few minutes on a fresh machine)"
   .venv/bin/pip install --progress-bar on "torch==2.13.0" | { grep -v "^Requirement already satisfied" || true; }
-  echo "bootstrap: 2/2 installing gimp-dfi and its dependencies (dlib, pyzmq, scikit-image, ...)"
-  .venv/bin/pip install --progress-bar on -e ".[faces,test]" | { grep -v "^Requirement already satisfied" || true; }
+  echo "bootstrap: 2/2 installing gimp-dfi and its dependencies (dlib, pyzmq, Ray, scikit-image, ...)"
+  .venv/bin/pip install --progress-bar on -e ".[faces,ray,test]" | { grep -v "^Requirement already satisfied" || true; }
   .venv/bin/python -c "import torch, dfi_engine, dfi_daemon.cli" \
     || { echo "bootstrap: the installation is incomplete (see pip's messages above)" >&2; exit 1; }
   echo "$want" > "$stamp"

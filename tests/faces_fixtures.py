@@ -71,3 +71,21 @@ def write_csv(rows: list[dict], path: Path) -> None:
         w.writerow(["file", "identity", *CELEBA_COLUMNS])
         for r in rows:
             w.writerow([lfw_rel(r), r["person"], *[f"{v:.5f}" for v in r["scores"]]])
+
+
+ASTRONAUT_CROPS = [(0, 100, 260), (20, 120, 200), (10, 90, 300), (30, 130, 180), (0, 110, 240)]
+
+
+def build_photos(folder: Path, faces: int = 5) -> Path:
+    """Real photos for a database build: ``faces`` crops of scikit-image's astronaut (one face each), one upside
+    down (no face found), a duplicate of the second crop and a truncated JPEG."""
+    import skimage.data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    astro = skimage.data.astronaut()
+    for i, (y, x, s) in enumerate(ASTRONAUT_CROPS[:faces]):
+        Image.fromarray(np.ascontiguousarray(astro[y:y + s, x:x + s])).save(folder / f"a{i}.png")
+    Image.fromarray(np.ascontiguousarray(astro[::-1, ::-1])).save(folder / "upside_down.png")
+    (folder / "a1_copy.png").write_bytes((folder / "a1.png").read_bytes())
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    return folder

@@ -86,7 +86,18 @@ def test_wire_and_bridge_load_without_heavy_modules():
 
 def test_talking_to_the_daemon_does_not_load_the_engine():
     """The CLI's daemon commands start fast: no torch, engine or server behind ``dfi daemon status``."""
-    loads_without("import dfi_daemon.cli", ("torch", "dfi_engine", "dfi_daemon.server.daemon"))
+    loads_without("import dfi_daemon.cli", ("torch", "dfi_engine", "dfi_daemon.server.daemon", "ray"))
+
+
+def test_scale_out_is_called_by_the_cli_and_never_calls_it():
+    """dfi_daemon.scale runs requests on Ray for the CLI: it knows the server's loader, not the CLI's files."""
+    for f in py_files("daemon/scale"):
+        tree = ast.parse(f.read_text())
+        up = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level >= 2
+              and (n.module or "").split(".")[0] == "cli"]
+        absolute = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level
+                    and (n.module or "").startswith("dfi_daemon.cli")]
+        assert not up and not absolute, f"{f} imports the CLI"
 
 
 def test_the_front_door_holds_only_io():

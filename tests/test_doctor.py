@@ -174,3 +174,15 @@ def test_no_gimp_at_all_and_doctor_stays_light(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=machine.env, timeout=60)
     assert res.returncode == 1, res.stdout + res.stderr
     assert "fix   GIMP: no GIMP 3 found" in res.stdout and "install GIMP 3, then run" in res.stdout
+
+
+def test_fix_installs_into_the_gimp_that_lacks_the_plugin(machine, daemon):
+    """A GIMP upgrade (3.2 next to 3.0) is found and fixed by 'dfi doctor --fix', then checked again."""
+    share_keys(machine, daemon)
+    machine.install("--gimp-version", "3.0", "--endpoint", daemon.endpoint, "--no-autostart")
+    res = machine.doctor("--fix")
+    assert "dfi doctor: fixing: " in res.stdout and "--gimp-version 3.2" in res.stdout, res.stdout
+    assert res.returncode == 0 and res.stdout.rstrip().endswith("dfi doctor: nothing to fix"), res.stdout
+    code, report = doctor(machine)
+    assert checks(report, "GIMP 3.2", "installed")[0]["status"] == "ok", report
+    assert json.loads((machine.folder("3.2") / "gimp-dfi.json").read_text())["endpoint"] == daemon.endpoint

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from dfi_daemon.cli import main as cli_main
-from faces_fixtures import LFW_COLUMNS, draw, lfw_rel, people, write_celeba, write_csv, write_lfw
+from faces_fixtures import LFW_COLUMNS, build_photos, draw, lfw_rel, people, write_celeba, write_csv, write_lfw
 from PIL import Image
 
 from dfi_engine import EditOptions, ReconstructConfig
@@ -366,16 +366,8 @@ def test_inpainting_from_the_database_changes_only_the_selection(net, lfw_db):
 def test_a_pool_of_workers_builds_the_same_database_as_one_process(tmp_path):
     """Detection in 2 worker processes (real dlib, real photos): the same shards, skips and duplicates, in order."""
     pytest.importorskip("dlib")
-    skdata = pytest.importorskip("skimage.data")
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    astro = skdata.astronaut()
-    for i, (y, x, s) in enumerate([(0, 100, 260), (20, 120, 200), (10, 90, 300), (30, 130, 180), (0, 110, 240)]):
-        Image.fromarray(np.ascontiguousarray(astro[y:y + s, x:x + s])).save(photos / f"a{i}.png")
-    Image.fromarray(np.ascontiguousarray(astro[::-1, ::-1])).save(photos / "upside_down.png")  # no face found
-    shutil.copy(photos / "a1.png", photos / "a1_copy.png")  # a duplicate
-    (photos / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
-    plan = dbm.plan_from_folder(photos)
+    pytest.importorskip("skimage.data")
+    plan = dbm.plan_from_folder(build_photos(tmp_path / "photos"))
     one = build(tmp_path / "one", plan, RES, progress=False, workers=1, shard_size=2)
     two = build(tmp_path / "two", plan, RES, progress=False, workers=2, shard_size=2)
     assert two.workers == 2 and one.workers == 1

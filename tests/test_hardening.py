@@ -51,6 +51,11 @@ def test_an_unavailable_device_is_a_clear_start_error(base):
     assert r.returncode == 1 and "not available" in r.stderr and "--device cpu" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and "AssertionError" not in r.stderr
     assert "crashed" not in (base / "state" / "daemon.log").read_text()
+    r = run_cli(base, "attributes", "--device", "cuda", "--threads", "1")  # auto-started: the same, in one line
+    if not torch.cuda.is_available():
+        assert r.returncode == 2 and len([ln for ln in r.stderr.splitlines() if "not available" in ln]) == 1
+        assert r.stderr.strip().splitlines()[-1].startswith("dfi: error: The daemon exited during start-up: "), \
+            r.stderr
 
 
 def test_auto_device_says_which_one(base):
@@ -62,6 +67,8 @@ def test_a_file_that_is_no_checkpoint_gets_a_one_line_answer(base):
     r = run_cli(base, "attributes", "--weights", "/etc/passwd", "--threads", "1")
     assert r.returncode == 2 and "not a readable PyTorch checkpoint" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and "IndexError" not in r.stderr.split("(")[0]
+    errors = [ln for ln in r.stderr.splitlines() if not ln.startswith("dfi: starting the daemon")]
+    assert len(errors) == 1 and errors[0].startswith("dfi: error: The daemon exited during start-up: "), r.stderr
 
 
 def test_a_closed_pipe_is_not_a_traceback(base):

@@ -13,7 +13,7 @@ import os
 import sys
 
 from .. import bench
-from . import daemon_cmd, db, demo, doctor, images
+from . import batch, daemon_cmd, db, demo, doctor, images
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(sub)
     daemon_cmd.register(sub)
     images.register(sub)
+    batch.register(sub)
     db.register(sub)
     bench.register(sub)
     doctor.register(sub)
@@ -33,9 +34,11 @@ def _known_error(e: BaseException) -> str | None:
     from dfi_wire.client import DaemonError
 
     from ..paths import PathError
+    from ..scale import ScaleError
+    from ..server.config import StartError
     from .imageio import ImageFileError
 
-    if isinstance(e, (DaemonError, ImageFileError, PathError)):
+    if isinstance(e, (DaemonError, ImageFileError, PathError, ScaleError, StartError)):
         return str(e)
     errors = sys.modules.get("dfi_engine.errors")  # only if the engine was imported (it pulls in torch)
     if errors is not None and isinstance(e, errors.DFIError):

@@ -45,7 +45,8 @@ def apply_dirs(args: argparse.Namespace) -> str:
 def daemon_argv(args: argparse.Namespace) -> list[str]:
     """The daemon options of ``args`` as a command line for ``python -m dfi_daemon.server``."""
     argv = ["--weights", args.weights, "--device", args.device, "--database", args.database,
-            "--threads", str(args.threads), "--max-queue", str(args.max_queue), "--max-pixels", str(args.max_pixels),
+            "--compute", args.compute, "--work-size", str(args.work_size), "--threads", str(args.threads),
+            "--max-queue", str(args.max_queue), "--max-pixels", str(args.max_pixels),
             "--max-message-mb", str(args.max_message_mb), "--client-timeout", str(args.client_timeout)]
     if args.curve_dir:
         argv += ["--curve-dir", args.curve_dir]

@@ -59,7 +59,7 @@ def run_build(args: argparse.Namespace) -> int:
     if mode == "add" and resolution is None:
         resolution = dbm.read_manifest(path)["resolution"]
     report = dbb.build(path, _plan(args), resolution or 128, args.aligned, args.landmarks, args.upsample, mode,
-                       progress=not args.quiet, workers=args.workers)
+                       progress=not args.quiet, workers=args.workers, preparer=_preparer(args))
     _print_report(report)
     return 0
 
@@ -81,7 +81,7 @@ def run_fetch(args: argparse.Namespace) -> int:
     if missing:
         print(f"note: {len(missing)} table rows have no image (first: {missing[0]})", file=sys.stderr)
     report = dbb.build(db_path, plan, args.resolution, args.aligned, args.landmarks, 1, "build",
-                       progress=not args.quiet, workers=args.workers)
+                       progress=not args.quiet, workers=args.workers, preparer=_preparer(args))
     _print_report(report)
     return 0
 
@@ -142,7 +142,20 @@ def _sources(p: argparse.ArgumentParser) -> None:
 
 def _workers(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=0,
-                   help="processes that detect and align faces (default 0 = every core; 1 = this process only)")
+                   help="processes that detect and align faces (default 0 = every core, or every CPU of the Ray "
+                        "cluster with --ray; 1 = this process only)")
+    p.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
+                   help="detect and align on a Ray cluster: 'auto' (bare --ray: the cluster 'ray start' runs here, "
+                        "else a local one), 'local', or the head's address (pip install '.[ray]'; docs/scale.md)")
+
+
+def _preparer(args: argparse.Namespace):
+    """The Ray preparer for --ray, else None (the builder's local pool)."""
+    if not args.ray:
+        return None
+    from ..scale.prepare import RayPreparer
+
+    return RayPreparer(args.ray, args.workers, note=lambda m: print(f"dfi: {m}", file=sys.stderr))
 
 
 def register(sub: argparse._SubParsersAction) -> None:

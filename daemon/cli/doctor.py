@@ -36,6 +36,7 @@ class Check:
     message: str
     fix: str = ""
     topic: str = ""  # installed | registered | endpoint | python | daemon: what a script may look for
+    command: list[str] | None = None  # the fix as a command --fix may run (the installer), if it is one
 
     def line(self) -> str:
         return f"{self.status:<5} {self.subject}: {self.message}" + (f": {self.fix}" if self.fix else "")
@@ -63,6 +64,16 @@ def expected_sources(manifest: dict) -> tuple[dict[str, str], str]:
     wire = Path(dfi_wire.__file__).resolve().parent  # the package's own wire: what this dfi's daemon speaks
     out.update({f"{gimps.WIRE[1]}/{f.name}": h for f in sorted(wire.glob("*.py")) if (h := sha256(f))})
     return out, str(repo)
+
+
+def installer_argv(args: argparse.Namespace, versions: list[str], manifests: list[dict]) -> list[str] | None:
+    """The installer command for ``versions`` (None when no checkout with the installer is known)."""
+    text = installer_command(args, versions, manifests)
+    if not text.startswith("run ") or text.endswith("checkout"):
+        return None
+    argv = shlex.split(text.removeprefix("run "))
+    earlier = next((m["gimp_python"] for m in manifests if m.get("gimp_python")), None)
+    return argv + ["--gimp-python", shlex.join(earlier)] if earlier else argv  # as the earlier install was checked
 
 
 def installer_command(args: argparse.Namespace, versions: list[str], manifests: list[dict]) -> str:
@@ -273,14 +284,16 @@ def diagnose(args: argparse.Namespace) -> tuple[list[Check], dict[str, list[dict
             is_gimp = any(h != gimps.PROFILE_FOUND for h in g.found)
             checks.append(Check(FIX if is_gimp or bad else NOTE, g.label,
                                 bad or f"found ({g.how}), plug-in not installed there",
-                                installer_command(args, [g.version], manifests), "installed"))
+                                installer_command(args, [g.version], manifests), "installed",
+                                installer_argv(args, [g.version], manifests)))
             continue
         rerun = installer_command(args, [g.version], manifests)
         for topic, check in (("installed", file_checks(g, manifest)), ("registered", registration_check(g)),
                              ("endpoint", endpoint_check(g, config)),
                              *([("python", python_check(g, manifest))] if args.python_check else [])):
             check.topic = topic
-            check.fix = check.fix or (rerun if check.status == FIX else "")
+            if check.status == FIX and (not check.fix or check.fix == rerun):
+                check.fix, check.command = rerun, installer_argv(args, [g.version], manifests)
             checks.append(check)
         if config.get("endpoint"):
             users.setdefault(config["endpoint"], []).append((g, config))
@@ -307,9 +320,25 @@ def python_check(g: gimps.Gimp, manifest: dict) -> Check:
                  f"procedures; zmq from {res['zmq']})")
 
 
+def _fix(checks: list[Check]) -> bool:
+    """Run the installer commands the checks name, once each; True if any ran."""
+    import subprocess
+
+    commands = list(dict.fromkeys(tuple(c.command) for c in checks if c.status == FIX and c.command))
+    for argv in commands:
+        print(f"dfi doctor: fixing: {shlex.join(argv)}", flush=True)
+        r = subprocess.run(argv)
+        if r.returncode:
+            print(f"dfi doctor: that command failed (exit {r.returncode}); see its messages above", flush=True)
+    return bool(commands)
+
+
 def _doctor(args: argparse.Namespace) -> int:
     checks, seen = diagnose(args)
     problems = [c for c in checks if c.status == FIX]
+    if problems and args.fix and _fix(problems):
+        checks, seen = diagnose(args)  # what is left after the fixes
+        problems = [c for c in checks if c.status == FIX]
     if args.json:
         print(json.dumps({"ok": not problems, "checks": [asdict(c) for c in checks], **seen}, indent=2))
     else:
@@ -330,4 +359,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", help="only this GIMP profile folder (GIMP3_DIRECTORY also means that one)")
     p.add_argument("--root", help="the GIMPs inside this root (chroot), as the installer's --root")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for a daemon's answer")
+    p.add_argument("--fix", action="store_true",
+                   help="run the installer for every GIMP that lacks the plug-in or has a stale copy (e.g. after "
+                        "upgrading GIMP), then check again")
     p.set_defaults(func=_doctor)

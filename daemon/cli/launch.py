@@ -20,6 +20,8 @@ from dfi_wire.keys import needs_keys
 from .. import paths
 from ..server.config import EXIT_RUNNING
 
+START_REFUSED = "dfi daemon: cannot start:"  # how the daemon (server/process.py) words a start-up refusal
+
 
 def _tail(path: Path, lines: int = 15) -> str:
     try:
@@ -46,10 +48,12 @@ def wait_ready(client: Client, timeout: float, proc: subprocess.Popen | None = N
     end = time.monotonic() + timeout
     while True:
         if proc is not None and proc.poll() is not None and proc.returncode != EXIT_RUNNING:
+            tail = _tail(stderr_file(), 8) or _tail(paths.log_file(), 8)
+            said = [ln.split(START_REFUSED, 1)[1].strip() for ln in tail.splitlines() if START_REFUSED in ln]
+            if said:  # the daemon said why in one line: that line is the message
+                raise DaemonError("daemon_start_failed", f"The daemon exited during start-up: {said[-1]}")
             raise DaemonError(
-                "daemon_start_failed",
-                f"The daemon exited during start-up (exit code {proc.returncode}):\n"
-                f"{_tail(stderr_file(), 8) or _tail(paths.log_file(), 8)}",
+                "daemon_start_failed", f"The daemon exited during start-up (exit code {proc.returncode}):\n{tail}",
                 "Fix the problem above and retry; 'dfi daemon logs' shows the full log.")
         left = end - time.monotonic()
         if left <= 0:

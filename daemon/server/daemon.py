@@ -15,7 +15,6 @@ import logging
 import os
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from dfi_wire import keys as K
 from dfi_wire import protocol as P
 
 from .auth import ensure_keys
-from .config import Config, StartError
+from .config import Config
 from .delivered import Delivered
 from .endpoint import EndpointLock
 from .front_link import FrontLink
@@ -64,41 +63,10 @@ class Daemon:
         self.lock.acquire()
 
     def load(self) -> None:
-        """Load VGG-19 and the neighbour source once; they stay resident."""
-        import torch
+        """Load the network and the neighbour source once; they stay resident."""
+        from .resident import load_runner
 
-        from dfi_engine import load_network
-        from dfi_engine.devices import resolve_device
-
-        from ..paths import user_attributes_path
-        from .runner import Runner
-        from .sources import SourceUnavailable, open_source
-
-        if self.cfg.threads > 0:
-            torch.set_num_threads(self.cfg.threads)
-        t0 = time.perf_counter()
-        self.cfg = replace(self.cfg, device=str(resolve_device(self.cfg.device)))
-        net = load_network(self.cfg.weights, self.cfg.device, progress=self.cfg.foreground)
-        net.eval()
-        from dfi_engine.compute import set_compute
-        from dfi_engine.devices import device_default
-        from dfi_engine.errors import InputError
-
-        try:
-            self.cfg = replace(self.cfg, compute=set_compute(net, self.cfg.compute))
-        except InputError as e:
-            raise StartError(f"--compute: {e}") from None
-        if self.cfg.work_size < 0:
-            self.cfg = replace(self.cfg, work_size=int(device_default(self.cfg.device, "work_size")))
-        try:
-            source = open_source(self.cfg.database, [user_attributes_path()])
-        except SourceUnavailable as e:
-            raise StartError(f"{e} Start with --database synthetic for the offline smoke test, or --database none."
-                             ) from None
-        self.runner = Runner(net, source, self.limits, self.cfg.work_size)
-        log.info("weights: %s on %s, %s (%.2f s)", net.label, self.cfg.device, self.cfg.compute,
-                 time.perf_counter() - t0)
-        log.info("neighbours: %s", source.label if source else "none (edits will answer no_database)")
+        self.runner, self.cfg = load_runner(self.cfg)
         if self.cfg.warm_up:
             log.info("warm-up pass: %.2f s", self.runner.warm_up())
 

@@ -15,7 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from .. import paths
-from .config import EXIT_ERROR, EXIT_OK, EXIT_USAGE, Config, StartError, add_arguments, config_from_args, validate
+from .config import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_RUNNING,
+    EXIT_USAGE,
+    Config,
+    StartError,
+    add_arguments,
+    config_from_args,
+    validate,
+)
 from .daemon import Daemon
 from .endpoint import check_endpoint
 
@@ -68,8 +78,8 @@ def run(cfg: Config) -> int:
         return EXIT_OK
     except StartError as e:
         log.error("%s", e)
-        if not cfg.foreground:
-            print(f"dfi daemon: {e}", file=sys.stderr)
+        if not cfg.foreground:  # "cannot start:" is how the CLI (cli/launch.py) finds the reason
+            print(f"dfi daemon: {'' if e.exit_code == EXIT_RUNNING else 'cannot start: '}{e}", file=sys.stderr)
         return e.exit_code
     except Exception as e:
         from dfi_engine.errors import DFIError

@@ -42,8 +42,10 @@ class NeighbourSource(Protocol):
 
     def attributes(self) -> list[Attribute]: ...
 
-    def work(self, height: int, width: int, align: bool, work_size: int, iterations: int) -> tuple[int, int]:
-        """(pixel-iterations, working side) a job on a photo of this size will take (what its time scales with)."""
+    def work(self, height: int, width: int, align: bool, work_size: int, iterations: int,
+             op: str = "edit") -> tuple[int, int]:
+        """(pixel-iterations, working side) a job (``op`` edit or inpaint) on a photo of this size will take
+        (what its time scales with)."""
         ...
 
     def edit(self, net: Any, image: np.ndarray, mask: np.ndarray | None, attribute: str,
@@ -84,7 +86,8 @@ class SyntheticSource:
     def attributes(self) -> list[Attribute]:
         return [dict(a) for a in self._ATTRIBUTES]  # type: ignore[misc]
 
-    def work(self, height: int, width: int, align: bool, work_size: int, iterations: int) -> tuple[int, int]:
+    def work(self, height: int, width: int, align: bool, work_size: int, iterations: int,
+             op: str = "edit") -> tuple[int, int]:
         return iterations * height * width, max(height, width)  # rendered and inverted at the photo's own size
 
     def _render(self, tag: str, beard: bool, shape: tuple[int, int], k: int,
@@ -190,14 +193,16 @@ class FaceDatabaseSource:
                 self._detector = FaceDetector()
             return self._detector
 
-    def work(self, height: int, width: int, align: bool, work_size: int, iterations: int) -> tuple[int, int]:
+    def work(self, height: int, width: int, align: bool, work_size: int, iterations: int,
+             op: str = "edit") -> tuple[int, int]:
         """Before the face is found: a selection sent with its context is mostly face (FACE_SHARE of its
-        shorter side), so that is the working side, within [the database's resolution, ``work_size``]."""
+        shorter side), so that is the working side, within [the database's resolution, ``work_size``].
+        Fill selection runs at the database's resolution."""
         from dfi_engine.faces.align import WORK_MULTIPLE
         from dfi_engine.faces.coarse_to_fine import pixel_iterations
 
         res, guess = self.db.resolution, int(FACE_SHARE * min(height, width)) // WORK_MULTIPLE * WORK_MULTIPLE
-        side = res if work_size <= res else max(res, min(work_size, guess))
+        side = res if work_size <= res or op == "inpaint" else max(res, min(work_size, guess))
         return pixel_iterations(iterations, res, side), side
 
     def attributes(self) -> list[Attribute]:

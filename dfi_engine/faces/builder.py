@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from .database import (
 )
 from .errors import DatabaseError
 from .landmarks import FaceDetector
-from .prepare_pool import default_workers, prepared
+from .prepare_pool import Prepared, default_workers, prepared
 
 
 @dataclass
@@ -137,6 +137,7 @@ def build(
     cancel: Callable[[], bool] | None = None,
     detector: FaceDetector | None = None,
     workers: int = 1,
+    preparer: Callable[..., Iterator[Prepared]] | None = None,
 ) -> BuildReport:
     """Create (``mode="build"``) or extend (``mode="add"``) a database from a plan; resumes interrupted runs.
 
@@ -144,7 +145,8 @@ def build(
     and listed, as are exact duplicates (same decoded pixels) of images already
     in the database. Memory is bounded by one shard (about 64 MiB of crops).
     ``workers`` > 1 detects and aligns in that many processes (0 = every core);
-    the database is the same either way.
+    the database is the same either way. ``preparer`` replaces that pool (same arguments as ``prepared``, rows
+    in order): the daemon's Ray version runs it on a cluster.
     """
     from tqdm import tqdm
 
@@ -216,8 +218,11 @@ def build(
     workers = workers or default_workers()
     report.workers = 1 if det is not None else workers
     done = start  # plan rows fully processed
-    results = prepared(plan.files[start:], resolution, assume_aligned, landmark_model, upsample,
-                       1 if det is not None else workers, det)
+    if preparer is not None and det is None:
+        results = preparer(plan.files[start:], resolution, assume_aligned, landmark_model, upsample)
+    else:
+        results = prepared(plan.files[start:], resolution, assume_aligned, landmark_model, upsample,
+                           1 if det is not None else workers, det)
     try:
         for i, r in zip(range(start, len(plan)), results):
             if cancel is not None and cancel():
@@ -242,6 +247,7 @@ def build(
     finally:
         results.close()  # stops the workers
         bar.close()
+        report.workers = getattr(preparer, "workers", report.workers) if preparer is not None else report.workers
         report.seconds = time.perf_counter() - t0
     man["pending"] = None
     man["sources"].append({"description": plan.description, "images": len(plan), "options": options,
