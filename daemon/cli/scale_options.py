@@ -27,7 +27,7 @@ def add_ray_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cpus-per-worker", type=float, default=None,
                    help="CPUs each worker reserves, and its torch threads (default: a whole node, computing as a "
                         "daemon there would, so files match 'dfi edit' exactly; 1 beside a GPU). Fewer per worker "
-                        "is faster on CPUs, with results a level off here and there")
+                        "packs more workers per node; their files match a daemon with --threads 1 instead")
     g.add_argument("--gpus-per-worker", type=float, default=None,
                    help="GPUs each worker reserves (default: 1 where the cluster has GPUs, else 0)")
 

@@ -68,8 +68,8 @@ def _sizing(cluster: Any, cfg: Config, w: Workers, tasks: int) -> tuple[int, flo
 
     A CPU worker takes a whole node by default and computes with torch's own thread count, as a daemon on that
     node would: the sums inside the network depend on the number of threads, so this is what makes the files
-    identical to a local ``dfi edit``. ``--cpus-per-worker 1`` packs more workers per node, faster, with results
-    that differ from the daemon's by a level here and there.
+    identical to a local ``dfi edit``. ``--cpus-per-worker 1`` packs more workers per node; their files are
+    those of a daemon with ``--threads 1``.
     """
     gpus = w.gpus
     if gpus is None:
@@ -78,6 +78,9 @@ def _sizing(cluster: Any, cfg: Config, w: Workers, tasks: int) -> tuple[int, flo
         raise ScaleError("--gpus-per-worker was given but the Ray cluster has no GPUs.")
     device = cfg.device if gpus else ("cpu" if cfg.device == "auto" else cfg.device)
     cpus = w.cpus if w.cpus is not None else (1.0 if gpus else float(max(1, cluster.node_cpus)))
+    if cpus > cluster.largest[0] or gpus > max(cluster.largest[1], 1):  # Ray would wait for such a node forever
+        raise ScaleError(f"No node of {cluster.describe()} has {cpus:g} CPU(s){f' and {gpus:g} GPU(s)' if gpus else ''}"
+                         " for one worker; ask for less with --cpus-per-worker / --gpus-per-worker.")
     room = int(cluster.gpus // gpus) if gpus else int(cluster.cpus // cpus)
     count = w.count or max(1, room)
     return max(1, min(count, tasks)), cpus, gpus, device

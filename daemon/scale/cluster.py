@@ -23,6 +23,7 @@ class Cluster:
     gpus: int
     nodes: int
     node_cpus: int  # the CPUs of the smallest node: what one whole-node worker may reserve
+    largest: tuple[int, int] = (0, 0)  # (CPUs, GPUs) of the largest node: more per worker never starts
 
     def describe(self) -> str:
         where = "a local Ray cluster on this machine" if self.address == LOCAL else f"Ray at {self.address}"
@@ -46,9 +47,11 @@ def joined(address: str, local_cpus: int | None = None, note: Callable[[str], No
         try:
             res = ray.cluster_resources()
             alive = [n for n in ray.nodes() if n.get("Alive")]
-            node_cpus = min((int(n.get("Resources", {}).get("CPU", 0)) for n in alive), default=0)
+            per_node = [(int(n.get("Resources", {}).get("CPU", 0)), int(n.get("Resources", {}).get("GPU", 0)))
+                        for n in alive]
             yield Cluster(LOCAL if started_here else address, int(res.get("CPU", 0)), int(res.get("GPU", 0)),
-                          len(alive), node_cpus)
+                          len(alive), min((c for c, _ in per_node), default=0),
+                          (max((c for c, _ in per_node), default=0), max((g for _, g in per_node), default=0)))
         finally:
             ray.shutdown()
 

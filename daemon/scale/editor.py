@@ -57,6 +57,9 @@ class Editor:
             return {"ok": True, **self.runner.run(req, _ignore, _never)}
         except (P.ProtocolError, DFIError) as e:
             return {"ok": False, "code": e.code, "message": e.message, "hint": e.hint}
+        except Exception as e:  # as the daemon's worker: a bug costs one edit, not the batch
+            return {"ok": False, "code": "internal_error", "message": f"Internal error: {type(e).__name__}: {e}",
+                    "hint": "Please report it, with the Ray worker's log (under /tmp/ray/session_latest/logs)."}
 
 
 def _ignore(*_: Any, **__: Any) -> None:
