@@ -159,12 +159,15 @@ class DFIPlugIn(Gimp.PlugIn):
             dialog.get_content_area().pack_start(box, False, False, 6)
         dialog.fill(names)
         hint = B.strength_hint(item, attrs, config.get_property("attribute") if item.attribute is None else None)
-        if hint:
+        if hint or item.attribute is None:
             label = Gtk.Label(label=hint)
             label.set_line_wrap(True)
             label.set_xalign(0.0)
             label.show()
             dialog.get_content_area().pack_start(label, False, False, 6)
+            if item.attribute is None:  # the sensible range follows the attribute chosen in the combo
+                config.connect("notify::attribute", lambda *_: label.set_text(
+                    B.strength_hint(item, attrs, config.get_property("attribute"))))
         ok = dialog.run()
         dialog.destroy()
         return ok

@@ -231,3 +231,39 @@ def test_real_photos_on_a_ray_head_match_the_single_process_cli(base, tmp_path, 
         assert np.array_equal(a, b), (n, int(np.abs(a.astype(int) - b).max()))
         photo = np.asarray(Image.open(local / (n.split(f"-{ATTRIBUTE}")[0] + ".png")))
         assert (np.abs(a.astype(int) - photo).max(axis=2) > 20).sum() > 100, f"{n}: the edit changed nothing"
+
+
+def test_a_worker_killed_during_a_ray_database_build_loses_no_face(tmp_path):
+    """One 'ray::Preparer' process is SIGKILLed while it detects; its images are sent again and the database
+    equals the one-process build."""
+    pytest.importorskip("dlib")
+    skdata = pytest.importorskip("skimage.data")
+    from dfi_engine.faces import database as dbm
+    from dfi_engine.faces.builder import build
+
+    src = tmp_path / "photos"
+    src.mkdir()
+    astro = skdata.astronaut()
+    for i in range(40):  # faces at many offsets and sizes: enough work to be caught in the middle
+        y, x, s = i % 5 * 6, 90 + i % 8 * 5, 200 + i * 3
+        Image.fromarray(np.ascontiguousarray(astro[y:y + s, x:x + s])).save(src / f"f{i:02d}.png")
+    one = build(tmp_path / "one", dbm.plan_from_folder(src), 64, progress=False, workers=1)
+    proc = subprocess.Popen([sys.executable, "-m", "dfi_daemon.cli", "db", "build", str(tmp_path / "ray"), "--images",
+                             str(src), "--resolution", "64", "--ray", "local", "--workers", "2", "-q"],
+                            env=env_for(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed, end = False, time.monotonic() + 120
+    while not killed and proc.poll() is None and time.monotonic() < end:
+        for p in Path("/proc").iterdir():
+            try:
+                if p.name.isdigit() and p.joinpath("cmdline").read_bytes().startswith(b"ray::Preparer.prepare"):
+                    os.kill(int(p.name), signal.SIGKILL)
+                    killed = True
+                    break
+            except OSError:
+                continue
+        time.sleep(0.05)
+    out, err = proc.communicate(timeout=600)
+    assert killed and proc.returncode == 0, (killed, err)
+    a, b = dbm.Database(tmp_path / "one"), dbm.Database(tmp_path / "ray")
+    assert a.count == b.count == one.added > 30 and a.paths() == b.paths(), out
+    assert all(np.array_equal(x, y) for x, y in zip(a.images(range(a.count)), b.images(range(b.count))))

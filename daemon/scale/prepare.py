@@ -21,7 +21,7 @@ from .cluster import joined
 from .pool import Pool
 
 WINDOW_PER_WORKER = 4
-ATTEMPTS = 3  # Ray restarts a lost worker this often
+ATTEMPTS = 3  # Ray restarts a lost worker this often; an image is sent this often at most
 
 
 class _Named(io.BytesIO):
@@ -81,6 +81,9 @@ class RayPreparer:
                     path = Path(f)
                     data = _read(path)
                     while (i := pool.free()) is None:  # every worker's window is full: take the oldest result
+                        if not window:  # none full: they are all restarting
+                            i = pool.wait_for_free()
+                            break
                         yield self._result(ray, pool, *window.popleft())
                     window.append((actors[i].prepare.remote(str(path), data), i, path, data))
                     pool.sent(i)
@@ -92,14 +95,20 @@ class RayPreparer:
 
     @staticmethod
     def _result(ray: Any, pool: Pool, ref: Any, i: int, path: Path, data: bytes | None) -> Any:
-        """The row of one image, sent again (to a worker that is up) if its worker was lost."""
-        while True:
+        """The row of one image, sent again (to a worker that is up) if its worker was lost; an image that
+        loses its worker ATTEMPTS times is skipped as unreadable."""
+        from dfi_engine.faces.prepare_pool import Prepared
+
+        for attempt in range(1, ATTEMPTS + 1):
             try:
                 row = ray.get(ref)
                 pool.back(i, ok=True)
                 return row
             except ray.exceptions.RayActorError:
                 pool.back(i, ok=False)
+                if attempt == ATTEMPTS:
+                    break
                 i = pool.wait_for_free()
                 ref = pool.actors[i].prepare.remote(str(path), data)
                 pool.sent(i)
+        return Prepared("unreadable", message=f"unreadable: its Ray worker was lost {ATTEMPTS} times over it")
