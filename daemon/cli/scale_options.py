@@ -42,8 +42,13 @@ def run_on_ray(plan: plan_.Plan, args: argparse.Namespace, options: Callable[[pl
     if args.workers < 0 or (cpus is not None and cpus <= 0) or (args.gpus_per_worker or 0) < 0:
         raise server_config.StartError("--workers, --cpus-per-worker and --gpus-per-worker must not be negative "
                                        "(and CPUs per worker above 0).", server_config.EXIT_USAGE)
-    work = Work(plan.tasks, lambda task: plan_.request(task, cfg.max_pixels, options(task)), plan_.save,
-                lambda task: task.src, (imageio.ImageFileError,))
+    def request(task: plan_.Task) -> tuple[imageio.Loaded, dict[str, Any]]:
+        loaded, msg = plan_.request(task, cfg.max_pixels, options(task))
+        if loaded.note:  # e.g. a 16-bit input reduced to 8 bits, as without --ray
+            common.warn(loaded.note)
+        return loaded, msg
+
+    work = Work(plan.tasks, request, plan_.save, lambda task: task.src, (imageio.ImageFileError,))
     s = run(work, cfg, args.ray, Workers(args.workers, args.cpus_per_worker, args.gpus_per_worker), note=common.warn)
     files = len(s.written)
     rate = f", {s.edited / s.seconds:.2f} edits/s" if s.seconds > 0 and s.edited else ""
