@@ -155,6 +155,8 @@ def test_ray_problems_are_one_line_messages(base, tmp_path):
     assert r.returncode == 2 and "has no GPUs" in r.stderr and "Traceback" not in r.stderr, r.stderr
     r = batch(base, folder, "--ray", "local", "--cpus-per-worker", "64")  # Ray itself would wait for ever
     assert r.returncode == 2 and "has 64 CPU(s) for one worker" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = batch(base, folder, "--ray", "local", "--cpus-per-worker", "1", "--workers", "5")  # so would it here
+    assert r.returncode == 2 and "room for 2 worker(s)" in r.stderr and "Traceback" not in r.stderr, r.stderr
     r = run_cli(base, "batch", str(folder / "p0.png"), "--weights", "/etc/passwd", "--database", "synthetic",
                 "-a", "facehair", "--ray", "local")
     assert r.returncode == 2 and "could not load the engine" in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -29,8 +29,12 @@ def plan_of(args: argparse.Namespace, edits: list[tuple[str | None, list]]) -> p
         common.warn(f"leaving out {len(plan.left_out)} file(s) that are results of this command "
                     f"(e.g. {plan.left_out[0].name})")
     if plan.replaced:
-        keep = " (--overwrite)" if getattr(args, "resume", False) else "; --skip-existing keeps them"
-        common.warn(f"{len(plan.replaced)} existing output(s) will be replaced (e.g. {plan.replaced[0]}){keep}")
+        if args.skip_existing:  # only edits with some of their files: they are done again whole
+            common.warn(f"{len(plan.replaced)} output(s) of edits that have only some of their files will be "
+                        f"written again (e.g. {plan.replaced[0]})")
+        else:
+            keep = " (--overwrite)" if getattr(args, "resume", False) else "; --skip-existing keeps them"
+            common.warn(f"{len(plan.replaced)} existing output(s) will be replaced (e.g. {plan.replaced[0]}){keep}")
     if not plan.tasks:
         common.warn(f"all {plan.skipped} edit(s) already have their outputs; nothing to do")
     return plan

@@ -34,6 +34,7 @@ def add_ray_options(p: argparse.ArgumentParser) -> None:
 
 def run_on_ray(plan: plan_.Plan, args: argparse.Namespace, options: Callable[[plan_.Task], dict[str, Any]]) -> int:
     """Run ``plan`` on Ray with the daemon options of ``args``; prints a summary, returns the exit code."""
+    from ..scale import ScaleError
     from ..scale.batch import Work, Workers, run
 
     cfg = server_config.config_from_args(args, "ray", foreground=False)
@@ -42,6 +43,7 @@ def run_on_ray(plan: plan_.Plan, args: argparse.Namespace, options: Callable[[pl
     if args.workers < 0 or (cpus is not None and cpus <= 0) or (args.gpus_per_worker or 0) < 0:
         raise server_config.StartError("--workers, --cpus-per-worker and --gpus-per-worker must not be negative "
                                        "(and CPUs per worker above 0).", server_config.EXIT_USAGE)
+
     def request(task: plan_.Task) -> tuple[imageio.Loaded, dict[str, Any]]:
         loaded, msg = plan_.request(task, cfg.max_pixels, options(task))
         if loaded.note:  # e.g. a 16-bit input reduced to 8 bits, as without --ray
@@ -50,6 +52,8 @@ def run_on_ray(plan: plan_.Plan, args: argparse.Namespace, options: Callable[[pl
 
     work = Work(plan.tasks, request, plan_.save, lambda task: task.src, (imageio.ImageFileError,))
     s = run(work, cfg, args.ray, Workers(args.workers, args.cpus_per_worker, args.gpus_per_worker), note=common.warn)
+    if s.error and not s.workers:  # it never started: the reason alone
+        raise ScaleError(s.error)
     files = len(s.written)
     rate = f", {s.edited / s.seconds:.2f} edits/s" if s.seconds > 0 and s.edited else ""
     common.warn(f"{'interrupted' if s.interrupted else 'done'}: {s.edited} edited ({files} file(s)), "
@@ -57,6 +61,9 @@ def run_on_ray(plan: plan_.Plan, args: argparse.Namespace, options: Callable[[pl
                 f"on {s.workers} Ray worker(s)" + (f"; {s.retried} resent after a lost worker" if s.retried else ""))
     for src, why in s.failed:
         common.warn(f"{src}: {why}")
+    if s.error:
+        common.warn(f"error: {s.error}")
+        return 2
     if s.interrupted:
         left = len(plan.tasks) - s.edited - len(s.failed)
         common.warn(f"{left} edit(s) not done; run the same command again to do only those")

@@ -22,7 +22,7 @@ class Cluster:
     cpus: int
     gpus: int
     nodes: int
-    node_cpus: int  # the CPUs of the smallest node: what one whole-node worker may reserve
+    node_cpus: int  # the CPUs of the smallest node with any: what one whole-node worker may reserve
     largest: tuple[int, int] = (0, 0)  # (CPUs, GPUs) of the largest node: more per worker never starts
 
     def describe(self) -> str:
@@ -50,7 +50,7 @@ def joined(address: str, local_cpus: int | None = None, note: Callable[[str], No
             per_node = [(int(n.get("Resources", {}).get("CPU", 0)), int(n.get("Resources", {}).get("GPU", 0)))
                         for n in alive]
             yield Cluster(LOCAL if started_here else address, int(res.get("CPU", 0)), int(res.get("GPU", 0)),
-                          len(alive), min((c for c, _ in per_node), default=0),
+                          len(alive), min((c for c, _ in per_node if c), default=0),  # a 0-CPU head runs no work
                           (max((c for c, _ in per_node), default=0), max((g for _, g in per_node), default=0)))
         finally:
             ray.shutdown()

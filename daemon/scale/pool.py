@@ -23,17 +23,18 @@ class Pool:
         self.load, self.fails, self.down_until = [0] * n, [0] * n, [0.0] * n
         self.lost = [False] * n
 
-    def free(self) -> int | None:
-        """The least loaded worker that is up and has room, or None."""
+    def free(self, room: bool = True) -> int | None:
+        """The least loaded worker that is up (and has room), or None."""
         now = time.monotonic()
         ready = [i for i in range(len(self.actors)) if not self.lost[i] and self.down_until[i] <= now
-                 and self.load[i] < self.per_worker]
+                 and (not room or self.load[i] < self.per_worker)]
         return min(ready, key=lambda i: self.load[i]) if ready else None
 
-    def wait_for_free(self, timeout: float = 120.0) -> int:
-        """Block until a worker can take a call (for callers with nothing else to wait on)."""
+    def wait_for_free(self, timeout: float = 120.0, room: bool = True) -> int:
+        """Block until a worker can take a call (for callers with nothing else to wait on); ``room`` False:
+        any worker that is up, however many calls it has (a resend that must not wait behind a full window)."""
         end = time.monotonic() + timeout
-        while (i := self.free()) is None:
+        while (i := self.free(room)) is None:
             self.check_alive()
             if time.monotonic() > end:
                 raise ScaleError("No Ray worker came back within two minutes; see 'ray status'.")

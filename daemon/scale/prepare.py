@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import require_ray
+from . import ScaleError, require_ray
 from .cluster import joined
 from .pool import Pool
 
@@ -68,8 +68,17 @@ class RayPreparer:
     def __call__(self, files: Sequence[str | Path], size: int, aligned: bool, model: str = "5",
                  upsample: int = 1) -> Iterator[Any]:
         ray = require_ray(self.address)
+        try:
+            yield from self._prepared(ray, files, size, aligned, model, upsample)
+        except ray.exceptions.RayError as e:  # the cluster itself failed: one line, the shards so far are kept
+            first = (str(e).strip().splitlines() or [""])[0]
+            raise ScaleError(f"Ray failed: {type(e).__name__}: {first[:300]} (see the Ray logs under /tmp/ray); "
+                             "run the same command again to resume.") from None
+
+    def _prepared(self, ray: Any, files: Sequence[str | Path], size: int, aligned: bool, model: str,
+                  upsample: int) -> Iterator[Any]:
         with joined(self.address, note=self.note) as cluster:
-            n = max(1, min(self.workers or cluster.cpus, len(files) or 1))
+            n = max(1, min(self.workers or cluster.cpus, cluster.cpus, len(files) or 1))  # 1 CPU each
             self.workers = n
             self.note(f"detecting faces on {n} Ray worker(s) of {cluster.describe()}")
             remote = ray.remote(Preparer).options(num_cpus=1, max_restarts=ATTEMPTS, max_task_retries=0)
@@ -91,7 +100,10 @@ class RayPreparer:
                     yield self._result(ray, pool, *window.popleft())
             finally:
                 for a in actors:
-                    ray.kill(a, no_restart=True)
+                    try:
+                        ray.kill(a, no_restart=True)
+                    except Exception:  # already gone with its node
+                        pass
 
     @staticmethod
     def _result(ray: Any, pool: Pool, ref: Any, i: int, path: Path, data: bytes | None) -> Any:
@@ -108,7 +120,7 @@ class RayPreparer:
                 pool.back(i, ok=False)
                 if attempt == ATTEMPTS:
                     break
-                i = pool.wait_for_free()
+                i = pool.wait_for_free(room=False)
                 ref = pool.actors[i].prepare.remote(str(path), data)
                 pool.sent(i)
         return Prepared("unreadable", message=f"unreadable: its Ray worker was lost {ATTEMPTS} times over it")
