@@ -57,17 +57,26 @@ def wait_for_outputs(folder: Path, proc: subprocess.Popen, n: int = 1, timeout: 
         time.sleep(0.2)
 
 
-def ray_editors() -> list[int]:
-    """Pids of the Ray worker processes running our Editor actor (Ray titles them 'ray::Editor...')."""
+def ray_processes(title: bytes) -> list[int]:
+    """Pids of the Ray worker processes whose title starts so (Ray titles them 'ray::Editor', 'ray::Preparer…')."""
     pids = []
     for p in Path("/proc").iterdir():
         if p.name.isdigit():
             try:
-                if p.joinpath("cmdline").read_bytes().startswith(b"ray::Editor"):
+                if p.joinpath("cmdline").read_bytes().startswith(title):
                     pids.append(int(p.name))
             except OSError:
                 continue
     return pids
+
+
+def finish(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    """Its output once it ends; killed if it does not end in time."""
+    try:
+        return proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def test_a_ray_batch_writes_the_same_files_as_the_local_daemon(base, tmp_path):
@@ -102,13 +111,11 @@ def test_a_killed_worker_is_replaced_and_no_output_is_lost_or_written_twice(base
     proc = start_batch(base, ray, "--iterations", "30", "--ray", "local", "--cpus-per-worker", "1")
     try:
         wait_for_outputs(ray, proc)
-        victims = ray_editors()
+        victims = ray_processes(b"ray::Editor")
         assert len(victims) == 2, victims
         os.kill(victims[0], signal.SIGKILL)
-        out, err = proc.communicate(timeout=600)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        out, err = finish(proc, 600)
     assert proc.returncode == 0, err
     assert "resent after a lost worker" in err and "done: 6 edited (12 file(s))" in err, err
     listed = out.split()
@@ -125,10 +132,8 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes_with_only_the_missing
     try:
         wait_for_outputs(folder, proc, 2)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        out, err = finish(proc, 120)
     assert proc.returncode == 130, err
     assert "interrupted:" in err and "run the same command again" in err, err
     assert "Traceback" not in err, err
@@ -255,16 +260,11 @@ def test_a_worker_killed_during_a_ray_database_build_loses_no_face(tmp_path):
                             env=env_for(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed, end = False, time.monotonic() + 120
     while not killed and proc.poll() is None and time.monotonic() < end:
-        for p in Path("/proc").iterdir():
-            try:
-                if p.name.isdigit() and p.joinpath("cmdline").read_bytes().startswith(b"ray::Preparer.prepare"):
-                    os.kill(int(p.name), signal.SIGKILL)
-                    killed = True
-                    break
-            except OSError:
-                continue
+        for pid in ray_processes(b"ray::Preparer.prepare")[:1]:
+            os.kill(pid, signal.SIGKILL)
+            killed = True
         time.sleep(0.05)
-    out, err = proc.communicate(timeout=600)
+    out, err = finish(proc, 600)
     assert killed and proc.returncode == 0, (killed, err)
     a, b = dbm.Database(tmp_path / "one"), dbm.Database(tmp_path / "ray")
     assert a.count == b.count == one.added > 30 and a.paths() == b.paths(), out

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from ..paths import data_dir, user_attributes_path
+from . import scale_options
 
 
 def _definitions():
@@ -144,9 +145,7 @@ def _workers(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=0,
                    help="processes that detect and align faces (default 0 = every core, or every CPU of the Ray "
                         "cluster with --ray; 1 = this process only)")
-    p.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
-                   help="detect and align on a Ray cluster: 'auto' (bare --ray: the cluster 'ray start' runs here, "
-                        "else a local one), 'local', or the head's address (pip install '.[ray]'; docs/scale.md)")
+    scale_options.add_ray_address(p, "detect and align")
 
 
 def _preparer(args: argparse.Namespace):

@@ -15,12 +15,17 @@ from . import common, imageio
 from . import plan as plan_
 
 
+def add_ray_address(g: argparse._ActionsContainer, what: str) -> None:
+    """``--ray [ADDRESS]``, the same for every command that can use a cluster."""
+    g.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
+                   help=f"{what} on a Ray cluster: 'auto' (bare --ray: the cluster 'ray start' runs here, else a "
+                        "local one), 'local' (a new one on this machine) or the head's address (HOST:6379 or "
+                        "ray://HOST:10001); pip install '.[ray]', see docs/scale.md")
+
+
 def add_ray_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("scale-out on Ray (pip install '.[ray]'; see docs/scale.md)")
-    g.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
-                   help="run the edits on a Ray cluster instead of the local daemon: 'auto' (the default when "
-                        "given bare: the cluster 'ray start' runs here, else a local one), 'local' (a new one on "
-                        "this machine) or the head's address (HOST:6379 or ray://HOST:10001)")
+    add_ray_address(g, "run the edits instead of the local daemon")
     g.add_argument("--workers", type=int, default=0,
                    help="Ray workers, each with its own resident engine (default: as many as the cluster's CPUs, "
                         "or GPUs, allow)")

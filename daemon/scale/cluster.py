@@ -32,9 +32,9 @@ class Cluster:
 
 
 @contextmanager
-def joined(address: str, local_cpus: int | None = None, note: Callable[[str], None] = print) -> Iterator[Cluster]:
+def joined(address: str, note: Callable[[str], None] = print) -> Iterator[Cluster]:
     """Join ``address`` ("auto": the cluster 'ray start' runs here, else a new local one; "local": always a
-    new one on this machine, ``local_cpus`` cores) and leave it afterwards. Meanwhile ``sys.stdout`` is
+    new one on this machine, all its cores) and leave it afterwards. Meanwhile ``sys.stdout`` is
     stderr: stdout is the caller's, for what it made (take ``sys.stdout`` before entering)."""
     ray = require_ray(address)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reports from a photo tool
@@ -43,7 +43,7 @@ def joined(address: str, local_cpus: int | None = None, note: Callable[[str], No
     # workers' own output stays in the Ray logs: stdout carries only the paths written
     quiet = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
     with redirect_stdout(sys.stderr):  # Ray prints its own notices (a worker died, ...) to stdout
-        started_here = _init(ray, address, local_cpus, note, quiet)
+        started_here = _init(ray, address, note, quiet)
         try:
             res = ray.cluster_resources()
             alive = [n for n in ray.nodes() if n.get("Alive")]
@@ -80,7 +80,7 @@ def _answers(head: str, timeout: float = 3.0) -> bool:
         return False
 
 
-def _init(ray: Any, address: str, local_cpus: int | None, note: Callable[[str], None], quiet: dict) -> bool:
+def _init(ray: Any, address: str, note: Callable[[str], None], quiet: dict) -> bool:
     """ray.init as asked; True if it started a new local cluster."""
     try:
         if address != LOCAL:
@@ -92,7 +92,7 @@ def _init(ray: Any, address: str, local_cpus: int | None, note: Callable[[str], 
                 raise ScaleError(f"Cannot reach the Ray cluster at {address}: nothing answers there. Start it with "
                                  "'ray start --head' on that machine, or use --ray local.")
             note("no Ray cluster is running here; starting a local one for this command")
-        ray.init(num_cpus=local_cpus, **quiet)
+        ray.init(**quiet)
         return True
     except ScaleError:
         raise
