@@ -60,8 +60,8 @@ class Server:
                 if kind == "trunc" and self.path not in outer.truncated:
                     outer.truncated.add(self.path)
                     chunk = chunk[: len(chunk) // 3]
+                outer.sent += len(chunk)  # before writing: the client may have it all before this thread goes on
                 self.wfile.write(chunk)
-                outer.sent += len(chunk)
                 self.wfile.flush()
                 self.close_connection = True
 
