@@ -29,6 +29,7 @@ class BackboneDefaults:
     inpaint_chroma_weight: float
     iterations: int
     color: str
+    fine_chroma_weight: float
     label: str = ""
 
 

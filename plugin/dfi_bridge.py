@@ -51,12 +51,10 @@ MENU: tuple[MenuItem, ...] = (
 MENU_BY_PROC = {m.proc: m for m in MENU}
 MENU_PATH = "<Image>/Filters/DFI"
 
-# Quality presets: iterations of the inversion (the original used 500; never fewer than 150 for real edits).
-QUALITY: dict[str, tuple[int, str]] = {
-    "fast": (150, "Fast (150 iterations)"),
-    "balanced": (300, "Balanced (300 iterations)"),
-    "best": (500, "Best (500 iterations, as the paper)"),
-}
+# Quality presets: the daemon decides what each costs on its device (iterations, working size); the dialog
+# shows what they mean there (``quality_hint``).
+QUALITY: dict[str, str] = {"fast": "Fast", "balanced": "Balanced", "best": "Best"}
+assert set(QUALITY) == set(P.QUALITIES)
 ALIGNMENT: dict[str, str] = {"auto": "Automatic (on with a face database)", "on": "On", "off": "Off"}
 COLOR: dict[str, str] = {"channel": "Per channel", "global": "Global (as the paper)", "none": "None"}
 assert set(COLOR) == set(P.COLOR_MODES)
@@ -153,7 +151,9 @@ def edit_options(quality: str, iterations: int, color: str, alignment: str) -> d
         raise PluginError(f"Unknown alignment {alignment!r}.", f"Use one of: {', '.join(ALIGNMENT)}.")
     if color not in COLOR:
         raise PluginError(f"Unknown colour mode {color!r}.", f"Use one of: {', '.join(COLOR)}.")
-    opts: dict[str, Any] = {"iterations": iterations if iterations > 0 else QUALITY[quality][0], "color": color}
+    opts: dict[str, Any] = {"quality": quality, "color": color}
+    if iterations > 0:
+        opts["iterations"] = iterations
     if alignment != "auto":
         opts["align"] = alignment == "on"
     return opts
@@ -178,6 +178,15 @@ def strength_hint(item: Any, attrs: list[dict[str, Any]], chosen: str | None = N
         return ""
     return (f"Strengths: a comma-separated list, one new layer each. For {a.get('label', name)} about "
             f"0–{top:g} makes sense (default {default:g}; {a.get('scaling', 'relative')} scaling).")
+
+
+def quality_hint(server: dict[str, Any]) -> str:
+    """What the quality presets mean on the daemon's device (from its hello), for the dialog."""
+    presets = server.get("presets") or {}
+    if not presets:
+        return ""
+    parts = "; ".join(f"{QUALITY.get(k, k)}: {v.get('text', '')}" for k, v in presets.items())
+    return f"Quality on this daemon's {server.get('device', 'device')}: {parts}."
 
 
 def layer_name(noun: str, strength: float | None) -> str:

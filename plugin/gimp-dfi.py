@@ -76,8 +76,8 @@ class DFIPlugIn(Gimp.PlugIn):
             proc.add_string_argument("strengths", "_Strengths (comma-separated, one layer each)",
                                      "One new layer per strength, separated by commas (e.g. 0.2, 0.4); empty = the "
                                      "attribute's default", "", RW)
-        proc.add_choice_argument("quality", "_Quality", "Iterations of the inversion",
-                                 _choice({k: v[1] for k, v in B.QUALITY.items()}), "balanced", RW)
+        proc.add_choice_argument("quality", "_Quality", "Fast, Balanced or Best: the daemon chooses the iterations "
+                                 "and the face's working size for its device", _choice(B.QUALITY), "balanced", RW)
         proc.add_int_argument("iterations", "_Iterations (0 = use the quality preset)",
                               "Overrides the quality preset when above 0",
                               0, 10000, 0, RW)
@@ -121,7 +121,7 @@ class DFIPlugIn(Gimp.PlugIn):
         MARKS["connected"] = time.time()
         try:
             attrs = [] if item.inpaint else B.attributes(client)
-            if interactive and not self._dialog(procedure, item, config, attrs):
+            if interactive and not self._dialog(procedure, item, config, attrs, client.server):
                 return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
             self._apply(item, image, drawable, config, client, settings, attrs, interactive)
         finally:
@@ -130,7 +130,7 @@ class DFIPlugIn(Gimp.PlugIn):
         return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, None)
 
     # ------------------------------------------------------------------ dialog
-    def _dialog(self, procedure, item, config, attrs):
+    def _dialog(self, procedure, item, config, attrs, server):
         gi.require_version("GimpUi", "3.0")
         from gi.repository import GimpUi, Gtk
 
@@ -158,16 +158,18 @@ class DFIPlugIn(Gimp.PlugIn):
             box.show_all()
             dialog.get_content_area().pack_start(box, False, False, 6)
         dialog.fill(names)
-        hint = B.strength_hint(item, attrs, config.get_property("attribute") if item.attribute is None else None)
-        if hint or item.attribute is None:
-            label = Gtk.Label(label=hint)
+        def hint(chosen):
+            return "\n".join(t for t in (B.strength_hint(item, attrs, chosen), B.quality_hint(server)) if t)
+
+        text = hint(config.get_property("attribute") if item.attribute is None else None)
+        if text or item.attribute is None:
+            label = Gtk.Label(label=text)
             label.set_line_wrap(True)
             label.set_xalign(0.0)
             label.show()
             dialog.get_content_area().pack_start(label, False, False, 6)
             if item.attribute is None:  # the sensible range follows the attribute chosen in the combo
-                config.connect("notify::attribute", lambda *_: label.set_text(
-                    B.strength_hint(item, attrs, config.get_property("attribute"))))
+                config.connect("notify::attribute", lambda *_: label.set_text(hint(config.get_property("attribute"))))
         ok = dialog.run()
         dialog.destroy()
         return ok

@@ -107,3 +107,21 @@ def test_bad_options_are_clear_errors():
         main(["bench", "--quick", "--baseline-size", "200"])
     with pytest.raises(SystemExit, match="unknown --skip"):
         main(["bench", "--quick", "--skip", "everything"])
+
+
+def test_the_presets_section_times_a_real_aligned_face_edit_through_a_daemon():
+    """The section run alone with random weights (the speed does not depend on them): a private daemon with the
+    demo's painted-examples database edits grace_hopper as a 128-px face and in a 1000-px portrait."""
+    import argparse
+
+    from dfi_daemon.bench import presets
+
+    args = argparse.Namespace(presets="fast", real_weights="random:0", threads=2)
+    r = presets.run(args, lambda s: None, "cpu")
+    assert [(x["photo"].split()[-1], x["quality"]) for x in r["rows"]] == [("face", "fast"), ("portrait", "fast")]
+    fast = r["presets"]["fast"]
+    for x in r["rows"]:
+        assert x["iterations"] == fast["iterations"] and x["work_size"] == 128  # "fast" on a CPU: the 128-px crop
+        _positive(x, "cold_s", "warm_s", "estimate_warm_s")
+    text = "\n".join(presets.format_presets(r))
+    assert "853x1000 portrait" in text and "fast" in text

@@ -114,6 +114,8 @@ def test_hello_status_attributes(daemon):
         st = c.status()
         assert st["pid"] == daemon.pid and st["device"] == "cpu" and st["memory"]["rss_bytes"] > 10**7
         assert st["queue"]["max_queue"] == 3 and "SYNTHETIC" in st["database"]
+        assert set(st["presets"]) == set(P.QUALITIES) and st["presets"] == h["presets"]
+        assert st["presets"]["fast"]["iterations"] >= 150 and "iterations" in st["presets"]["best"]["text"]
         echo = c.echo(wire(portrait(1, 50, 40, True)))  # the transport alone, no engine work
         assert echo["image"] == wire(portrait(1, 50, 40, True))
         attrs = c.attributes()
@@ -135,6 +137,23 @@ def test_a_job_is_accepted_with_an_estimate_from_the_measured_pace(daemon):
         c.run_job(msg, events.append)
     second = events[0]["estimate_s"]
     assert 0.2 * first["seconds"] < second < 5 * first["seconds"], (second, first["seconds"])
+    assert first["quality"] == {"preset": "balanced", "iterations": 20, "work_size": None}, first["quality"]
+
+
+def test_a_quality_preset_sets_the_iterations_the_daemon_runs(daemon):
+    """No iterations named: the preset's run (as the daemon's status says), and "best" is priced above "fast"."""
+    image = wire(portrait(4, 48, 48, False))
+    with daemon.client(120) as c:
+        presets = c.status()["presets"]
+        assert presets["best"]["iterations"] > presets["fast"]["iterations"]
+        fast = c.run_job(P.edit_request(image, "facehair", [1.0], k=2, quality="fast"))
+        assert fast["quality"] == {"preset": "fast", "iterations": presets["fast"]["iterations"], "work_size": None}
+        estimates = []
+        for q in ("fast", "best"):
+            accepted = c.call(P.edit_request(image, "facehair", [1.0], k=2, quality=q))
+            estimates.append(accepted["estimate_s"])
+            c.cancel(accepted["job"])
+    assert estimates[1] > estimates[0] > 0, estimates
 
 
 # --------------------------------------------------------------------------- CLI end to end

@@ -6,13 +6,24 @@ import json
 import math
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from dfi_daemon.cli import main as cli_main
-from faces_fixtures import LFW_COLUMNS, build_photos, draw, lfw_rel, people, write_celeba, write_csv, write_lfw
+from faces_fixtures import (
+    CELEBA_COLUMNS,
+    LFW_COLUMNS,
+    build_photos,
+    draw,
+    lfw_rel,
+    people,
+    write_celeba,
+    write_csv,
+    write_lfw,
+)
 from PIL import Image
 
 from dfi_engine import EditOptions, ReconstructConfig
@@ -342,6 +353,31 @@ def test_attribute_definitions_ship_and_extend(tmp_path):
         load_definitions([user])
 
 
+def test_fill_above_the_databases_size_runs_coarse_to_fine_and_keeps_the_rest(net, lfw_db):
+    photo = face(np.random.default_rng(42), True, 2 * RES)
+    mask = np.zeros(photo.shape[:2], bool)
+    mask[30:60, 24:72] = True
+    cache = FeatureCache()
+    steps: list[str] = []
+
+    def progress(stage, done, total, step="", **_):
+        if stage == "reconstruct":
+            steps.append(step)
+
+    fill = load_definitions().get("inpaint")
+    res = edit_attribute(net, photo, lfw_db, fill, [2.8], mask=mask, options=replace(FAST, work_size=2 * RES),
+                         whole_image=True, k=5, minimum=3, cache=cache, progress=progress)
+    assert res.info["work_size"] == 2 * RES and res.crops[0].shape == (2 * RES, 2 * RES, 3)
+    assert any(s.startswith(f"coarse ({RES} px)") for s in steps) and steps[-1].startswith(f"fine ({2 * RES} px)")
+    changed = np.any(res.images[0] != photo, axis=2)
+    assert changed.any() and not (changed & ~mask).any()
+    assert len(cache) == 4  # unmasked and masked means, at both sizes
+    assert res.info["pixel_iterations"] > 3 * RES * RES
+    at_db = edit_attribute(net, photo, lfw_db, fill, [2.8], mask=mask, options=FAST, whole_image=True, k=5, minimum=3,
+                           cache=cache)
+    assert at_db.info["work_size"] == RES  # no working size asked: the database's
+
+
 def test_cli_info_lists_usable_edits(lfw_db, capsys):
     assert cli_main(["db", "info", str(lfw_db.path), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -377,3 +413,29 @@ def test_a_pool_of_workers_builds_the_same_database_as_one_process(tmp_path):
     assert a.paths() == b.paths() and all(np.array_equal(x, y) for x, y in zip(a.images(range(5)), b.images(range(5))))
     np.testing.assert_array_equal(a.landmarks, b.landmarks)
     assert "2 workers" in two.summary()
+
+
+def test_a_celeba_hq_style_set_builds_a_high_resolution_database(tmp_path):
+    """CelebA-HQ / FFHQ-style: large aligned faces named 0.jpg, 1.jpg, ... in one folder, with an attribute table in
+    CelebA's format (CelebAMask-HQ-attribute-anno.txt); built at 256 px, the faces are stored at 256 px."""
+    rows = people(8, seed=3)
+    rng = np.random.default_rng(5)
+    images = tmp_path / "CelebA-HQ-img"
+    images.mkdir()
+    lines = [str(len(rows)), " ".join(CELEBA_COLUMNS)]
+    for i, r in enumerate(rows):
+        Image.fromarray(face(rng, r["beard"], 512)).save(images / f"{i}.jpg", quality=95)
+        lines.append(f"{i}.jpg " + " ".join(f"{1 if v > 0 else -1:2d}" for v in r["scores"]))
+    table = tmp_path / "CelebAMask-HQ-attribute-anno.txt"
+    table.write_text("\n".join(lines) + "\n")
+    assert read_table(table).format == "celeba"
+    rc = cli_main(["db", "build", str(tmp_path / "db"), "--images", str(images), "--table", str(table), "--aligned",
+                   "--resolution", "256", "--workers", "1", "-q"])
+    assert rc == 0
+    db = dbm.Database(tmp_path / "db")
+    assert db.resolution == 256 and db.count == len(rows)
+    assert db.image(0).shape[:2] == (256, 256)
+    assert sorted(db.paths()) == sorted(f"{i}.jpg" for i in range(len(rows)))
+    beard = np.array([r["beard"] for r in rows])
+    got = {p: s for p, s in zip(db.paths(), db.column("beard"))}
+    assert all((got[f"{i}.jpg"] > 0) == b for i, b in enumerate(beard))

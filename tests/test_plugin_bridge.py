@@ -63,6 +63,16 @@ def test_the_dialog_names_a_sensible_strength_range_from_the_daemon(bridge):
     assert "default" in bridge.strength_hint(fill, attrs)
 
 
+def test_the_dialog_says_what_each_quality_costs_on_the_daemons_device(bridge):
+    server = {"device": "cpu", "presets": {"fast": {"text": "150 iterations, faces up to 128 px"},
+                                           "balanced": {"text": "150 iterations, faces up to 256 px"},
+                                           "best": {"text": "300 iterations, faces up to 256 px"}}}
+    hint = bridge.quality_hint(server)
+    assert hint.startswith("Quality on this daemon's cpu: Fast: 150 iterations, faces up to 128 px;"), hint
+    assert "Best: 300 iterations" in hint
+    assert bridge.quality_hint({"device": "cpu"}) == ""  # an older daemon: nothing invented
+
+
 def test_crop_box_adds_context_and_stays_inside_the_layer(bridge):
     assert bridge.crop_box(400, 300, None) == (0, 0, 400, 300)
     assert bridge.crop_box(400, 300, (100, 100, 200, 180)) == (75, 80, 150, 120)  # 25 % of each side added
@@ -84,8 +94,10 @@ def test_layer_names(bridge):
 
 
 def test_options(bridge):
-    assert bridge.edit_options("fast", 0, "channel", "auto") == {"iterations": 150, "color": "channel"}
-    assert bridge.edit_options("best", 7, "none", "off") == {"iterations": 7, "color": "none", "align": False}
+    # the preset is sent by name: the daemon decides what it costs on its device
+    assert bridge.edit_options("fast", 0, "channel", "auto") == {"quality": "fast", "color": "channel"}
+    assert bridge.edit_options("best", 7, "none", "off") == {"quality": "best", "iterations": 7, "color": "none",
+                                                             "align": False}
     with pytest.raises(bridge.PluginError, match="Unknown quality"):
         bridge.edit_options("ultra", 0, "channel", "auto")
 

@@ -98,6 +98,8 @@ def test_envelope_errors(msg, code):
     ({"options": {"K": 3}}, "bad_field"),
     ({"options": {"align": "yes"}}, "bad_field"),
     ({"options": {"scaling": "log"}}, "bad_field"),
+    ({"options": {"quality": "ultra"}}, "bad_field"),
+    ({"options": {"quality": 3}}, "bad_field"),
     ({"options": []}, "bad_field"),
 ])
 def test_edit_field_errors(change, code):

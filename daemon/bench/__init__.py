@@ -13,6 +13,10 @@ One command measures, on one device and in one process:
   ``torch.optim.LBFGS`` against our device L-BFGS, as time to reach the same
   objective on the same image and target;
 * end-to-end edit latency through a real daemon process, cold and warm;
+* with real features (``--real-weights``, vgg16-hed): the time of a default aligned
+  face edit by quality preset, as a 128-px face and in a ~1000-px portrait
+  (``presets``), and editing at the photo's scale, coarse-to-fine against
+  single-scale and the upsampled 128-px change, in time and quality (``highres``);
 * peak host memory (RSS) and peak CUDA memory.
 
 FLOP convention: the forward FLOPs are counted from the network's own
@@ -115,6 +119,16 @@ def run_bench(args: argparse.Namespace, log: Callable[[str], None] = lambda s: N
         mem.stop("baseline")
     if "daemon" not in plan.skip:
         result["daemon"] = bench_daemon(args, log, cuda)
+    if "presets" not in plan.skip:
+        from . import presets
+
+        result["presets"] = presets.run(args, log, str(device))
+    if "highres" not in plan.skip:
+        from .highres import run_highres
+
+        real = argparse.Namespace(**{**vars(args), "weights": args.real_weights,
+                                     "json": str(Path(args.json or "out/bench.json").with_name("highres.json"))})
+        result["highres"] = run_highres(real, log)
     result["memory"] = mem.summary()
     # the peak again at the end: on a shared machine either measurement may have hit a busy moment
     again = measure_peak(torch, device, plan.matmul_n, clock)
@@ -185,6 +199,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="measure editing at the photo's own scale against the 128-px crop on ~1000-px portraits "
                         "with painted truth (vgg16-hed; several minutes on a 2-core CPU)")
     p.add_argument("--highres-cap", type=int, default=384, help="largest working size in --highres")
+    p.add_argument("--highres-paths", help="paths of --highres separated by ';' (default: all of "
+                                           "dfi_daemon.bench.highres.PATHS)")
+    p.add_argument("--no-highres-fill", dest="highres_fill", action="store_false",
+                   help="leave Fill selection out of --highres")
+    p.add_argument("--real-weights", default="vgg16-hed",
+                   help="weights of the sections that judge real edits (presets, highres; default vgg16-hed)")
+    p.add_argument("--presets", help="comma-separated quality presets the presets section times (default balanced)")
     p.add_argument("--quality-size", type=int, default=128, help="side of the aligned face crops (--quality)")
     p.add_argument("--quality-iterations", type=int, help="iterations of the edits (--quality; default: the "
                                                            "backbone's)")

@@ -10,12 +10,15 @@ jittered crops of the *other* portrait, with and without the glasses. Three path
   neighbours from a 128-px database resampled to it, all iterations there;
 * **coarse-to-fine**: what the daemon does now: the 128-px edit, upsampled, refined at
   the working size for a quarter of the iterations (``faces.coarse_to_fine``);
+* **coarse-to-fine, fine colour free**: the same with the fine stage's colour as cheap as
+  the coarse stage's (as before ``fine_chroma_weight``), to show the fringes it draws;
 * **coarse-to-fine, neighbours native**: the same with neighbours stored at the working
   size (what a ``--resolution 256/512`` database gives).
 
 Measured in the photo frame around the glasses: error to the painted truth (PSNR),
-progress towards it, and the sharpness of the change (Laplacian RMS) as a share of the
-truth's. A sheet shows the eye region at 1:1 pixels: photo, truth, then each path.
+progress towards it, the sharpness of the change (Laplacian RMS) as a share of the
+truth's, and colour fringes (RMS chroma error to the truth in a band along the lens
+rims, in levels). A sheet shows the eye region at 1:1 pixels: photo, truth, then each path.
 """
 
 from __future__ import annotations
@@ -29,9 +32,12 @@ from typing import Any
 import numpy as np
 
 from .. import samples
+from .highres_fill import fill_paths, format_fill
 from .quality import bench_network
 
-PATHS = ("crop", "native, single-scale", "coarse-to-fine", "coarse-to-fine, neighbours native")
+PATHS = ("crop", "native, single-scale", "coarse-to-fine", "coarse-to-fine, fine colour free",
+         "coarse-to-fine, neighbours native")
+CBCR = np.array(((-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312)), np.float32)  # BT.601 chroma of RGB
 
 
 def _enlarge(photo: np.ndarray, factor: int) -> np.ndarray:
@@ -58,10 +64,13 @@ def _scores(result: np.ndarray, photo: np.ndarray, truth: np.ndarray, mask: np.n
     result, photo = np.asarray(result, np.float32), np.asarray(photo, np.float32)
     inside = mask > 0.5
     near = ndimage.binary_dilation(mask > 0.01, iterations=6)  # the lenses and their edges
+    rims = near & ~ndimage.binary_erosion(inside, iterations=3)
     err0 = float(np.abs(photo - truth)[inside].mean())
+    chroma = (result - truth) @ CBCR.T
     return {"psnr_to_truth": samples.psnr(result, truth, near),
             "progress": 1.0 - float(np.abs(result - truth)[inside].mean()) / err0,
-            "sharpness": samples.high_frequency(result - photo, near) / samples.high_frequency(truth - photo, near)}
+            "sharpness": samples.high_frequency(result - photo, near) / samples.high_frequency(truth - photo, near),
+            "fringe": float(np.sqrt(np.square(chroma[rims]).sum(-1).mean()))}
 
 
 def run_highres(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
@@ -77,10 +86,14 @@ def run_highres(args: argparse.Namespace, log: Callable[[str], None]) -> dict[st
     base, cap = 128, args.highres_cap
     iters = args.quality_iterations or d.iterations
     strength = d.strength
+    paths = [p.strip() for p in args.highres_paths.split(";")] if getattr(args, "highres_paths", None) else PATHS
+    unknown = set(paths) - set(PATHS)
+    if unknown:
+        raise SystemExit(f"dfi bench: unknown --highres-paths {sorted(unknown)}; choose from {'; '.join(PATHS)}")
     out_dir = Path(args.json).with_suffix("")
     result: dict[str, Any] = {"weights": net.label, "compute_mode": compute, "iterations": iters,
                               "strength": strength, "base": base, "cap": cap, "photos": {}}
-    sheet_rows = []
+    sheet_rows, fill_rows = [], []
     for name in samples.PORTRAITS:
         other = next(n for n in samples.PORTRAITS if n != name)
         photo = _enlarge(samples.portrait(name), 2)
@@ -99,16 +112,18 @@ def run_highres(args: argparse.Namespace, log: Callable[[str], None]) -> dict[st
         w_up = dfi.attribute_vector(net, *(list(resampled(x, size)) for x in sets[base]))
         w_native = dfi.attribute_vector(net, *sets[size])
         options = dfi.EditOptions(reconstruct=dfi.ReconstructConfig(iterations=iters))
-        for path in PATHS:
+        free = dfi.EditOptions(reconstruct=dfi.ReconstructConfig(iterations=iters, chroma_weight=d.chroma_weight))
+        for path in paths:
             t0 = time.perf_counter()
             if path == "crop":
                 res = edit_aligned(net, photo, w_base, [strength], base, aligned=af, options=options)
             elif path == "native, single-scale":
                 res = edit_aligned(net, photo, w_up, [strength], size, aligned=native, options=options)
             else:
+                opts = free if path.endswith("colour free") else options
                 runner = coarse_to_fine(net, af, w_base, w_native if path.endswith("native") else w_up, [strength],
-                                        options)
-                res = edit_aligned(net, photo, None, [strength], size, aligned=native, options=options, runner=runner)
+                                        opts)
+                res = edit_aligned(net, photo, None, [strength], size, aligned=native, options=opts, runner=runner)
             row["paths"][path] = {**_scores(res.images[0], photo, truth, mask), "seconds": time.perf_counter() - t0,
                                   "edited_at": base if path == "crop" else size}
             images.append(res.images[0])
@@ -118,7 +133,12 @@ def run_highres(args: argparse.Namespace, log: Callable[[str], None]) -> dict[st
         y0, y1 = max(0, ys.min() - 40), min(photo.shape[0], ys.max() + 40)
         x0, x1 = max(0, xs.min() - 40), min(photo.shape[1], xs.max() + 40)
         sheet_rows.append([im[y0:y1, x0:x1] for im in (photo, truth, *images)])
+        if getattr(args, "highres_fill", True):
+            row["fill"], filled, window = fill_paths(net, photo, trainer, af, size, iters, log)
+            fill_rows.append([im[window] for im in (photo, *filled)])
     _sheet(sheet_rows, out_dir / "eyes.png")
+    if fill_rows:
+        _sheet(fill_rows, out_dir / "mouths.png")
     return result
 
 
@@ -144,10 +164,14 @@ def format_highres(r: dict[str, Any]) -> str:
     lines = [f"high resolution on {r['weights']} ({r['compute_mode']}), {r['iterations']} iterations, strength "
              f"{r['strength']:g}; working size capped at {r['cap']}", "",
              f"{'photo':<13} {'size':>9} {'path':<34} {'at':>4} {'PSNR to truth':>13} {'progress':>8} "
-             f"{'sharpness':>9} {'time':>7}"]
+             f"{'sharpness':>9} {'fringe':>6} {'time':>7}"]
     for name, row in r["photos"].items():
         for path, p in row["paths"].items():
             lines.append(f"{name:<13} {row['size']:>9} {path:<34} {p['edited_at']:>4} {p['psnr_to_truth']:>13.2f} "
-                         f"{p['progress']:>8.2f} {p['sharpness']:>9.2f} {p['seconds']:>6.1f}s")
-    lines.append("sharpness = Laplacian RMS of the change around the glasses / the painted truth's (1 = as sharp)")
+                         f"{p['progress']:>8.2f} {p['sharpness']:>9.2f} {p.get('fringe', float('nan')):>6.1f} "
+                         f"{p['seconds']:>6.1f}s")
+    lines.append("sharpness = Laplacian RMS of the change around the glasses / the painted truth's (1 = as sharp); "
+                 "fringe = RMS chroma error to the truth along the lens rims, in levels")
+    if any(row.get("fill") for row in r["photos"].values()):
+        lines += ["", *format_fill(r)]
     return "\n".join(lines)

@@ -8,7 +8,8 @@ from typing import Any
 
 DEFAULT_SIZES = "200x200,512x512,1000x800"
 REF_PIXELS = 200 * 200
-SECTIONS = ("compute", "reconstruction", "features", "baseline", "torch-lbfgs", "daemon")
+SECTIONS = ("compute", "reconstruction", "features", "baseline", "torch-lbfgs", "daemon", "presets", "highres")
+SLOW_SECTIONS = ("presets", "highres")  # real features and real photos: left out of --quick
 
 
 @dataclass
@@ -76,6 +77,8 @@ def make_plan(args: argparse.Namespace, cuda: bool) -> Plan:
         return d[name] if v is None else v
 
     skip = {s.strip() for s in (args.skip or "").split(",") if s.strip()}
+    if args.quick:
+        skip |= set(SLOW_SECTIONS)
     unknown = skip - set(SECTIONS)
     if unknown:
         raise SystemExit(f"dfi bench: unknown --skip {sorted(unknown)}; choose from {', '.join(SECTIONS)}")

@@ -72,6 +72,8 @@ def _status(args: argparse.Namespace) -> int:
              else ""))
     print(f"  weights:    {st.get('weights')}")
     print(f"  neighbours: {st.get('database') or 'none'}")
+    for name, pr in (st.get("presets") or {}).items():
+        print(f"  {name + ':':<11} {pr.get('text')}" + (" (the default)" if name == "balanced" else ""))
     print(f"  queue:      running {q.get('running') or '-'}, waiting {len(q.get('waiting', []))}"
           f"/{q.get('max_queue')} {' '.join(q.get('waiting', []))}")
     return 0

@@ -15,8 +15,8 @@ from . import plan as plan_
 
 def _options(args: argparse.Namespace, edit: bool) -> dict[str, Any]:
     # align None: the daemon decides (it aligns when it has a face database)
-    opts = {"iterations": args.iterations, "k": args.k, "scaling": args.scaling, "color": args.color,
-            "align": args.align}
+    opts = {"quality": args.quality, "iterations": args.iterations, "k": args.k, "scaling": args.scaling,
+            "color": args.color, "align": args.align}
     if edit:
         opts["feather"] = getattr(args, "feather", None)
     return {k: v for k, v in opts.items() if v is not None}
@@ -124,7 +124,11 @@ def _attributes(args: argparse.Namespace) -> int:
 def add_image_options(p: argparse.ArgumentParser, resume: bool = False) -> None:
     """What every image command takes; ``resume``: keep existing outputs unless --overwrite (``dfi batch``)."""
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or globs (batch)")
-    p.add_argument("--iterations", type=int, help="reconstruction iterations (daemon default 200; >=150 for quality)")
+    p.add_argument("--quality", choices=P.QUALITIES,
+                   help="quality preset (default balanced): the daemon chooses its iterations and working size for "
+                        "its device ('dfi daemon status' lists them)")
+    p.add_argument("--iterations", type=int,
+                   help="reconstruction iterations, overriding the preset's (>=150 for quality)")
     p.add_argument("-k", type=int, help="neighbours per set (source default)")
     p.add_argument("--scaling", choices=P.SCALINGS, help="attribute vector scaling (attribute default)")
     p.add_argument("--color", choices=P.COLOR_MODES, help="colour matching to the original (default channel)")

@@ -271,7 +271,7 @@ class Daemon:
     def _describe(self) -> dict[str, Any]:
         src = self.runner.source
         return {"weights": self.runner.net.label, "device": self.cfg.device, "compute": self.cfg.compute,
-                "work_size": self.cfg.work_size,
+                "work_size": self.cfg.work_size, "presets": self.runner.presets(),
                 "database": src.label if src else None, "synthetic": bool(src and src.synthetic),
                 "settings": self.settings}
 

@@ -78,15 +78,24 @@ class Runner:
         return out
 
     # ------------------------------------------------------------------ pace
+    def presets(self) -> dict[str, dict[str, Any]]:
+        """What each quality preset means on this daemon's device (for status and user interfaces)."""
+        from dfi_engine.presets import presets_for
+
+        return {name: {"iterations": p.iterations, "work_size": p.cap(self.work_size),
+                       "text": p.describe(self.work_size)} for name, p in presets_for(self.net.device).items()}
+
     def _settings(self, req: dict[str, Any]) -> tuple[int, bool, int, int]:
-        """(k, align, work size, iterations) of a request, the source's and the device's defaults filled in."""
-        from dfi_engine.backbones import defaults_for
+        """(k, align, work size, iterations) of a request: its own options, else its quality preset on this
+        device (default "balanced"), with the source's defaults filled in."""
+        from dfi_engine.presets import preset
 
         opts = req.get("options", {})
         assert self.source is not None
+        chosen = preset(self.net.device, opts.get("quality"))
         return (int(opts.get("k", self.source.default_k)), bool(opts.get("align", self.source.can_align)),
-                int(opts.get("work_size", self.work_size)),
-                int(opts.get("iterations", defaults_for(self.net.backbone).iterations)))
+                int(opts.get("work_size", chosen.cap(self.work_size))),
+                int(opts.get("iterations", chosen.iterations)))
 
     def _plan(self, req: dict[str, Any]) -> tuple[Any, int, int, int]:
         """(kind of request, pixel-iterations, strengths, neighbour pixels) of a request, before it runs."""
@@ -196,5 +205,7 @@ class Runner:
             "weights": res.weights_label,
             "source": self.source.label,
             "notes": notes,
+            "quality": {"preset": opts.get("quality", P.QUALITIES[1]), "iterations": iterations,
+                        "work_size": face.size if face is not None else None},
             "seconds": round(time.perf_counter() - t0, 3),
         }

@@ -196,13 +196,13 @@ class FaceDatabaseSource:
     def work(self, height: int, width: int, align: bool, work_size: int, iterations: int,
              op: str = "edit") -> tuple[int, int]:
         """Before the face is found: a selection sent with its context is mostly face (FACE_SHARE of its
-        shorter side), so that is the working side, within [the database's resolution, ``work_size``].
-        Fill selection runs at the database's resolution."""
+        shorter side), so that is the working side, within [the database's resolution, ``work_size``]
+        (for Fill selection as for an edit)."""
         from dfi_engine.faces.align import WORK_MULTIPLE
         from dfi_engine.faces.coarse_to_fine import pixel_iterations
 
         res, guess = self.db.resolution, int(FACE_SHARE * min(height, width)) // WORK_MULTIPLE * WORK_MULTIPLE
-        side = res if work_size <= res or op == "inpaint" else max(res, min(work_size, guess))
+        side = res if work_size <= res else max(res, min(work_size, guess))
         return pixel_iterations(iterations, res, side), side
 
     def attributes(self) -> list[Attribute]:

@@ -83,6 +83,7 @@ class Client:
         self.sock.connect(endpoint)
         self._ids = itertools.count(1)
         self.limits: dict[str, Any] = {}
+        self.server: dict[str, Any] = {}  # the daemon's hello: weights, device, quality presets, ...
 
     def close(self) -> None:
         try:
@@ -199,6 +200,7 @@ class Client:
     def hello(self, client: str = "gimp-dfi", timeout: float | None = None) -> dict[str, Any]:
         reply = self.call(P.hello(client), timeout)
         self.limits = reply.get("limits", {})
+        self.server = reply
         return reply
 
     def ping(self, timeout: float | None = None) -> dict[str, Any]:

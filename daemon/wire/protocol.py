@@ -38,6 +38,9 @@ FORMATS = {"RGB8": 3, "RGBA8": 4}  # image pixel formats: bytes per pixel, row-m
 MASK_FORMATS = {"L8": 1}  # mask: one byte per pixel, 0 = keep, 255 = edit, in between = partial
 SCALINGS = ("relative", "none", "beta")
 COLOR_MODES = ("channel", "global", "none")
+# Quality presets: the daemon decides what each costs on its device (iterations, working size); explicit
+# ``iterations`` / ``work_size`` options override the preset's. A request naming none gets "balanced".
+QUALITIES = ("fast", "balanced", "best")
 
 # Error codes: (meaning, default hint). Engine errors (bad_input, image_too_small, ...) reuse their codes.
 ERRORS: dict[str, str] = {
@@ -244,10 +247,11 @@ _OPTION_CHECKS = {
     "feather": lambda f, v: _float(f, v, 0.0, 10_000.0),
     "preview": lambda f, v: _float(f, v, 0.0, 3600.0),
     "work_size": lambda f, v: _int(f, v, 0, MAX_WORK_SIZE),
+    "quality": lambda f, v: _str(f, v, QUALITIES),
 }
 MAX_WORK_SIZE = 4096  # px: the largest side an aligned face is edited at (0 = the database's own)
-EDIT_OPTIONS = ("iterations", "k", "scaling", "color", "align", "feather", "preview", "work_size")
-INPAINT_OPTIONS = ("iterations", "k", "scaling", "color", "align", "preview", "work_size")
+EDIT_OPTIONS = ("iterations", "k", "scaling", "color", "align", "feather", "preview", "work_size", "quality")
+INPAINT_OPTIONS = ("iterations", "k", "scaling", "color", "align", "preview", "work_size", "quality")
 PREVIEW_MIN_S = 0.5  # previews come at most this often, whatever a request asks
 PREVIEW_MAX_SIDE = 256  # a preview's longer side, in pixels
 

@@ -47,19 +47,17 @@ def pixel_iterations(iterations: int, base: int, size: int) -> int:
     return iterations * base * base + fine_iterations(iterations) * size * size
 
 
-def coarse_to_fine(
-    net: VGGFeatures,
-    coarse: AlignedFace,
-    w_coarse: Features,
-    w_fine: Features,
-    strengths: Sequence[float],
-    options: EditOptions,
-    cancel: Callable[[], bool] | None = None,
-) -> Callable[[np.ndarray, np.ndarray, ProgressFn], EditResult]:
-    """A runner for ``edit_aligned`` at the fine size: (fine crop 0..1, fine crop mask, progress) -> result."""
-    cfg = options.reconstruct
-    n1 = iterations_of(net, options)
-    n2 = fine_iterations(n1)
+Solve = Callable[[np.ndarray, np.ndarray, int, ProgressFn, "np.ndarray | None"], EditResult]
+"""One stage: (crop 0..1 at the stage's size, its mask, iterations, progress, the coarse results upsampled to
+this size (0..255, one per strength) or None in the coarse stage) -> the stage's result."""
+
+
+def two_stage(coarse: AlignedFace, iterations: int, solve: Solve) -> Callable[[np.ndarray, np.ndarray, ProgressFn],
+                                                                               EditResult]:
+    """A runner for ``edit_aligned`` at the fine size: ``solve`` at the database's size with ``iterations``,
+    then at the fine size with a share of them, from the coarse results; progress counts both stages in coarse
+    iterations, and previews of the coarse stage are shown in the fine frame."""
+    n1, n2 = iterations, fine_iterations(iterations)
 
     def run(crop01: np.ndarray, crop_mask: np.ndarray, progress: ProgressFn) -> EditResult:
         size, base = crop01.shape[0], coarse.size
@@ -81,16 +79,42 @@ def coarse_to_fine(
             return report
 
         small_mask = np.clip(resize(crop_mask, base), 0.0, 1.0)
-        first = apply_vector(net, coarse.crop / 255.0, w_coarse, strengths, small_mask,
-                             replace(options, reconstruct=replace(cfg, iterations=n1)),
-                             stage(0.0, 1.0, f"coarse ({base} px)", True), cancel)
-        starts = np.stack([crop01 * 255.0 + resize(im * 255.0 - coarse.crop, size) for im in first.images])
-        second = apply_vector(net, crop01, w_fine, strengths, crop_mask,
-                              replace(options, reconstruct=replace(cfg, iterations=n2)),
-                              stage(n1, c, f"fine ({size} px)", False), cancel, start=np.clip(starts, 0.0, 255.0))
-        return second
+        first = solve(coarse.crop / 255.0, small_mask, n1, stage(0.0, 1.0, f"coarse ({base} px)", True), None)
+        ups = np.stack([resize(im * 255.0, size) for im in first.images])
+        return solve(crop01, crop_mask, n2, stage(n1, c, f"fine ({size} px)", False), ups)
 
     return run
+
+
+def coarse_to_fine(
+    net: VGGFeatures,
+    coarse: AlignedFace,
+    w_coarse: Features,
+    w_fine: Features,
+    strengths: Sequence[float],
+    options: EditOptions,
+    cancel: Callable[[], bool] | None = None,
+) -> Callable[[np.ndarray, np.ndarray, ProgressFn], EditResult]:
+    """An attribute edit in two stages: the fine stage starts from the fine crop plus the upsampled coarse change
+    (so the photo's own detail is kept wherever the edit does nothing), with colour dearer (``fine_chroma_weight``)."""
+    cfg = options.reconstruct
+    fine_chroma = cfg.chroma_weight
+    if fine_chroma is None:
+        from ..backbones import defaults_for
+
+        fine_chroma = defaults_for(net.backbone).fine_chroma_weight
+
+    def solve(crop01: np.ndarray, mask: np.ndarray, n: int, progress: ProgressFn,
+              ups: np.ndarray | None) -> EditResult:
+        if ups is None:
+            return apply_vector(net, crop01, w_coarse, strengths, mask,
+                                replace(options, reconstruct=replace(cfg, iterations=n)), progress, cancel)
+        starts = np.clip(crop01 * 255.0 + ups - resize(coarse.crop, crop01.shape[0]), 0.0, 255.0)
+        return apply_vector(net, crop01, w_fine, strengths, mask,
+                            replace(options, reconstruct=replace(cfg, iterations=n, chroma_weight=fine_chroma)),
+                            progress, cancel, start=starts)
+
+    return two_stage(coarse, iterations_of(net, options), solve)
 
 
 def iterations_of(net: VGGFeatures, options: EditOptions) -> int:

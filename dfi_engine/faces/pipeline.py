@@ -9,7 +9,7 @@ mask, and every pixel outside it is bit-identical to the input.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from ..images import merge_image, split_image, to_mask
 from ..postprocess import blend, compose, feather
 from ..vgg import VGGFeatures
 from . import align as al
-from .coarse_to_fine import coarse_to_fine, iterations_of, pixel_iterations
+from .coarse_to_fine import coarse_to_fine, iterations_of, pixel_iterations, two_stage
 from .errors import NoFaceError
 from .landmarks import FaceDetector, choose_face
 
@@ -214,24 +214,35 @@ def inpaint_face(
     options = inpaint_options(options, net.backbone)
     af = align_photo(photo, database.resolution, detector, mask, whole_image, options.max_pixels)
     idx = select_appearance(database, thumbnail(af.crop), k, minimum, database.find(content_hash(photo)))
-    size = af.size  # Fill stays at the database's size: a working size is not measured for it yet
+    fine = at_working_size(af, photo, options)
 
-    def run(crop01: np.ndarray, crop_mask: np.ndarray, progress: ProgressFn) -> EditResult:
+    def solve(crop01: np.ndarray, crop_mask: np.ndarray, n: int, progress: ProgressFn,
+              ups: np.ndarray | None = None) -> EditResult:
+        """Fill at the crop's size; in the fine stage from the upsampled coarse fill (not the photo's own detail)."""
         region = crop_mask > 0.5
         if not region.any():
             from ..errors import InputError
 
             raise InputError("The selection is too small in the face's frame.", "Select a larger region.")
-        tag = hashlib.sha256(np.packbits(region).tobytes()).digest()
-        full = mean_cached(net, database, idx, options.batch_size, cache, progress, "neighbour features")
+        size, tag = crop01.shape[0], hashlib.sha256(np.packbits(region).tobytes()).digest()
+        full = mean_cached(net, database, idx, options.batch_size, cache, progress, "neighbour features", size=size)
         grey = mean_cached(net, database, idx, options.batch_size, cache, progress, "masked features",
-                           transform=lambda im: fill_grey(im, region), extra=b"grey:" + tag)
+                           transform=lambda im: fill_grey(im, region), extra=b"grey:" + tag, size=size)
         w = [a - b for a, b in zip(full, grey)]
-        return apply_vector(net, crop01, w, [strength], region.astype(np.float32), options, progress, cancel,
-                            base=fill_grey(crop01 * 255.0, region), start=fill_smooth(crop01 * 255.0, region),
-                            feather_px=0.0, match_whole=True)
+        start = fill_smooth(crop01 * 255.0, region) if ups is None else np.where(region[..., None], ups[0],
+                                                                                 crop01 * 255.0)
+        return apply_vector(net, crop01, w, [strength], region.astype(np.float32),
+                            replace(options, reconstruct=replace(options.reconstruct, iterations=n)), progress,
+                            cancel, base=fill_grey(crop01 * 255.0, region), start=start, feather_px=0.0,
+                            match_whole=True)
 
-    res = edit_aligned(net, photo, None, [strength], size, mask, options, detector, whole_image, progress, cancel,
-                       aligned=af, runner=run)
+    n = iterations_of(net, options)
+    if fine is af:
+        runner = lambda crop01, crop_mask, progress: solve(crop01, crop_mask, n, progress)  # noqa: E731
+    else:
+        runner = two_stage(af, n, solve)
+    res = edit_aligned(net, photo, None, [strength], fine.size, mask, options, detector, whole_image, progress,
+                       cancel, aligned=fine, runner=runner)
+    res.info["pixel_iterations"] = pixel_iterations(n, af.size, fine.size)
     res.info.update({"attribute": "inpaint", "neighbours": {"count": len(idx)}})
     return res

@@ -1,0 +1,57 @@
+"""Quality presets per kind of device, as data (``data/presets.toml``).
+
+Why per device: the same 300 iterations at a face's full resolution take a
+GPU a second and a 2-core CPU several minutes. A user picks "fast",
+"balanced" or "best"; what that costs on the machine at hand (iterations and
+the working size of an aligned face) is decided here, once, for the daemon,
+the CLI and the plug-in alike.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import torch
+
+DATA = Path(__file__).resolve().parent / "data" / "presets.toml"
+NAMES = ("fast", "balanced", "best")
+DEFAULT = "balanced"
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    iterations: int
+    work_size: int | None = None  # None: the device's (or the daemon's) cap
+
+    def cap(self, device_cap: int) -> int:
+        """The working-size cap under this preset (0, "as stored", stays 0)."""
+        if device_cap <= 0 or self.work_size is None:
+            return device_cap
+        return min(device_cap, self.work_size)
+
+    def describe(self, device_cap: int) -> str:
+        cap = self.cap(device_cap)
+        return f"{self.iterations} iterations, " + (f"faces up to {cap} px" if cap > 0 else "faces as stored")
+
+
+@cache
+def _table() -> dict[str, dict[str, dict]]:
+    return tomllib.loads(DATA.read_text(encoding="utf-8"))
+
+
+def presets_for(device: torch.device | str) -> dict[str, Preset]:
+    """Every preset of ``device``'s kind (unknown kinds get the CPU's, the cautious choice)."""
+    table = _table()
+    rows = table.get(torch.device(device).type, table["cpu"])
+    return {name: Preset(name, int(rows[name]["iterations"]), rows[name].get("work_size")) for name in NAMES}
+
+
+def preset(device: torch.device | str, name: str | None = None) -> Preset:
+    name = name or DEFAULT
+    if name not in NAMES:
+        raise ValueError(f"unknown quality preset {name!r}; use one of {', '.join(NAMES)}")
+    return presets_for(device)[name]
