@@ -41,13 +41,16 @@ def minimize(
     first_step: float = 1.0,
     c1: float = 1e-4,
     callback: Callable[[int, torch.Tensor], None] | None = None,
+    stats: dict[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Minimise ``fn`` independently for every element of the batch ``x0``.
 
     ``first_step`` is the largest change of any variable on the first step
     (before curvature is known). ``callback(i, loss)`` gets the loss tensor of
     the current points; reading it synchronises, so callers decide. Raise
-    from the callback to stop (cancel). Returns (x, loss).
+    from the callback to stop (cancel). ``stats``, if given, receives
+    ``rejected`` (per element: trial points that failed the Armijo test, each
+    a wasted evaluation; kept on the device). Returns (x, loss).
     """
     x = x0.detach().clone()
     if lower is not None or upper is not None:
@@ -60,6 +63,9 @@ def minimize(
     gmax = g.flatten(1).abs().amax(1).clamp_min(1e-12)
     gamma = first_step / gmax  # H0 = gamma·I until a curvature pair exists
     step = torch.ones(b, device=x.device, dtype=x.dtype)
+    rejected = torch.zeros(b, device=x.device, dtype=torch.int64)
+    if stats is not None:
+        stats["rejected"] = rejected
     slot = 0
     for it in range(iterations):
         free = torch.ones_like(x, dtype=torch.bool)
@@ -104,6 +110,7 @@ def minimize(
         f = torch.where(accept, ft, f)
         g = torch.where(ac, gt, g)
         step = torch.where(accept, torch.ones_like(step), step * 0.5)
+        rejected += ~accept
         if callback is not None:
             callback(it + 1, f)
     return x, f

@@ -126,12 +126,14 @@ def reconstruct(
     progress: Callable[[int, int, torch.Tensor], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     preview: Callable[[int, int, Callable[[], torch.Tensor]], None] | None = None,
+    stats: dict[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Invert ``targets`` (batch B) starting from ``start`` ((1 or B), 3, H, W; RGB 0..255).
 
     ``progress(i, n, loss)`` is called after every iteration; ``cancel()`` is
     checked at the same points and raises :class:`CancelledError`. ``preview(i, n, current)``
     too, where ``current()`` returns the images at the last evaluated point (for live previews).
+    ``stats`` receives the optimiser's counts (``lbfgs.minimize``; not with the torch baseline).
     Returns (images (B, 3, H, W), final per-element losses).
     """
     config = config.resolved(getattr(net, "backbone", "random"))
@@ -174,8 +176,8 @@ def reconstruct(
         return lbfgs.minimize_torch(fn, x0, config.iterations, 0.0, 255.0, config.history, callback=callback)
     if pyramid is None:
         return lbfgs.minimize(fn, x0, config.iterations, 0.0, 255.0, config.history, config.first_step,
-                              callback=callback)
+                              callback=callback, stats=stats)
     v, loss = lbfgs.minimize(fn, pyramid.zeros(b, x0), config.iterations, None, None, config.history,
-                             config.first_step, callback=callback)
+                             config.first_step, callback=callback, stats=stats)
     with torch.no_grad():
         return (x0 + pyramid.expand(v)).clamp(0.0, 255.0), loss

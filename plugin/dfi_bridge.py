@@ -185,8 +185,8 @@ def quality_hint(server: dict[str, Any]) -> str:
     presets = server.get("presets") or {}
     if not presets:
         return ""
-    parts = "; ".join(f"{QUALITY.get(k, k)}: {v.get('text', '')}" for k, v in presets.items())
-    return f"Quality on this daemon's {server.get('device', 'device')}: {parts}."
+    parts = "; ".join(f"{QUALITY.get(k, k)} = {v.get('text', '')}" for k, v in presets.items())
+    return f"Quality on this daemon ({server.get('device', 'its device')}): {parts}."
 
 
 def layer_name(noun: str, strength: float | None) -> str:

@@ -73,3 +73,17 @@ def test_torch_baseline_solves_the_same_problem():
     c = torch.randn(1, 20, generator=torch.Generator().manual_seed(3))
     x, f = lbfgs.minimize_torch(quadratic(a, c), torch.zeros(1, 20), 100)
     assert torch.allclose(x, c, atol=1e-3)
+
+
+def test_rejected_trial_points_are_counted_per_element():
+    """Each rejected trial point leaves that element where it was: the count equals the iterations whose loss
+    did not move (Rosenbrock's curved valley makes the line search reject some; the start at the minimum moves
+    never and rejects none)."""
+    losses: list[torch.Tensor] = []
+    stats: dict[str, torch.Tensor] = {}
+    start = torch.stack([torch.full((6,), -1.0), torch.ones(6)])
+    x, _ = lbfgs.minimize(rosenbrock, start, 120, callback=lambda i, f: losses.append(f.clone()), stats=stats)
+    f = torch.stack([rosenbrock(start)[0], *losses])
+    stuck = ((f[1:] == f[:-1]) & (f[1:] > 0)).sum(0)
+    assert stats["rejected"].tolist() == stuck.tolist()
+    assert stats["rejected"][0] > 0 and stats["rejected"][1] == 0

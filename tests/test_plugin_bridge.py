@@ -68,8 +68,8 @@ def test_the_dialog_says_what_each_quality_costs_on_the_daemons_device(bridge):
                                            "balanced": {"text": "150 iterations, faces up to 256 px"},
                                            "best": {"text": "300 iterations, faces up to 256 px"}}}
     hint = bridge.quality_hint(server)
-    assert hint.startswith("Quality on this daemon's cpu: Fast: 150 iterations, faces up to 128 px;"), hint
-    assert "Best: 300 iterations" in hint
+    assert hint.startswith("Quality on this daemon (cpu): Fast = 150 iterations, faces up to 128 px;"), hint
+    assert "Best = 300 iterations" in hint
     assert bridge.quality_hint({"device": "cpu"}) == ""  # an older daemon: nothing invented
 
 

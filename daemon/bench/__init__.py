@@ -206,6 +206,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--real-weights", default="vgg16-hed",
                    help="weights of the sections that judge real edits (presets, highres; default vgg16-hed)")
     p.add_argument("--presets", help="comma-separated quality presets the presets section times (default balanced)")
+    p.add_argument("--quality-parts", help="comma-separated parts of --quality: inversion, painted, inpainting "
+                                           "(default all)")
     p.add_argument("--quality-size", type=int, default=128, help="side of the aligned face crops (--quality)")
     p.add_argument("--quality-iterations", type=int, help="iterations of the edits (--quality; default: the "
                                                            "backbone's)")

@@ -35,6 +35,7 @@ from .speed import PIXELS
 
 ORIGINAL_STEP = {"scaling": "beta", "strength": 0.4}  # with PIXELS: the 2017 code's settings
 ORIGINAL = {**ORIGINAL_STEP, **PIXELS}
+PARTS = ("inversion", "painted", "inpainting")
 
 
 def _ssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -60,9 +61,12 @@ def inversion(net: Any, photo: np.ndarray, steps: list[int]) -> dict[str, Any]:
     for n in steps:
         for key, cfg in ((f"blur_{n}", dfi.ReconstructConfig(iterations=n, tv_on="image")),
                          (f"blur_original_{n}", dfi.ReconstructConfig(iterations=n, **PIXELS))):
-            z, _ = dfi.reconstruct(net, to_tensor(start, net.device), target, cfg)
+            stats: dict[str, Any] = {}
+            z, _ = dfi.reconstruct(net, to_tensor(start, net.device), target, cfg, stats=stats)
             zi = z[0].permute(1, 2, 0).cpu().numpy()
-            rows[key] = {"psnr": samples.psnr(zi, photo), "ssim": _ssim(zi, photo)}
+            # a rejected trial point is an evaluation the lazy backtracking wasted (what a better line search saves)
+            rows[key] = {"psnr": samples.psnr(zi, photo), "ssim": _ssim(zi, photo),
+                         "rejected_steps": int(stats["rejected"].sum())}
         zero = [t * 0 for t in target]
         res = dfi.apply_vector(net, photo, zero, [0.0], options=dfi.EditOptions(
             scaling="none", color="none", reconstruct=dfi.ReconstructConfig(iterations=n)))
@@ -150,46 +154,61 @@ def run_quality(args: argparse.Namespace, log: Callable[[str], None]) -> dict[st
     result: dict[str, Any] = {"weights": net.label, "backbone": net.backbone, "compute_mode": compute, "size": size,
                               "iterations": iters,
                               "defaults": d.__dict__, "original_settings": ORIGINAL, "photos": {}}
+    parts = set(PARTS if not getattr(args, "quality_parts", None) else args.quality_parts.split(","))
+    if parts - set(PARTS):
+        raise SystemExit(f"dfi bench: unknown --quality-parts {sorted(parts - set(PARTS))}; choose from "
+                         f"{', '.join(PARTS)}")
     for name, photo in photos.items():
         other = photos[next(n for n in photos if n != name)]
-        log(f"quality: {name}: inversion")
-        r: dict[str, Any] = {"inversion": inversion(net, photo, [50, 150, 300])}
-        log(f"quality: {name}: painted glasses at {strengths}")
-        r["painted"], images = painted(net, photo, other, strengths, iters)
-        r["painted_original"], orig = painted(net, photo, other, [ORIGINAL["strength"], 4.0 * ORIGINAL["strength"]],
-                                              iters, ORIGINAL)
-        log(f"quality: {name}: inpainting")
-        r["inpaint"], filled = inpainting(net, photo, other, iters)
+        r: dict[str, Any] = {}
+        if "inversion" in parts:
+            log(f"quality: {name}: inversion")
+            r["inversion"] = inversion(net, photo, [50, 150, 300])
+        if "painted" in parts:
+            log(f"quality: {name}: painted glasses at {strengths}")
+            r["painted"], images = painted(net, photo, other, strengths, iters)
+            r["painted_original"], orig = painted(net, photo, other,
+                                                  [ORIGINAL["strength"], 4.0 * ORIGINAL["strength"]], iters, ORIGINAL)
+            diffs = [128 + 2 * (im - photo) for im in images]
+            sheet([[photo, samples.paint_glasses(photo), *images], [photo, *diffs], [photo, *orig]],
+                  out_dir / f"{name}.png")
+        if "inpainting" in parts:
+            log(f"quality: {name}: inpainting")
+            r["inpaint"], filled = inpainting(net, photo, other, iters)
+            sheet([[photo, filled]], out_dir / f"{name}_fill.png")
         result["photos"][name] = r
-        diffs = [128 + 2 * (im - photo) for im in images]
-        sheet([[photo, samples.paint_glasses(photo), *images], [photo, *diffs],
-               [photo, *orig, filled]], out_dir / f"{name}.png")
     return result
 
 
 def format_quality(r: dict[str, Any]) -> str:
+    photos = r["photos"]
     lines = [f"quality on {r['weights']} ({r.get('compute_mode', 'fp32')}) at {r['size']}x{r['size']}, "
-             f"{r['iterations']} iterations", ""]
-    lines.append(f"{'photo':<13} {'settings':<9} {'inversion from blur: PSNR/SSIM at 50 | 150 | 300 it':<56} "
-                 "drift PSNR 50|150|300")
-    for name, p in r["photos"].items():
-        inv = p["inversion"]
-        for label, key in (("defaults", "blur"), ("original", "blur_original")):
+             f"{r['iterations']} iterations"]
+    if any("inversion" in p for p in photos.values()):
+        lines += ["", f"{'photo':<13} {'settings':<9} {'inversion from blur: PSNR/SSIM at 50 | 150 | 300 it':<56} "
+                      "drift PSNR 50|150|300"]
+    for name, p in photos.items():
+        inv = p.get("inversion")
+        for label, key in (("defaults", "blur"), ("original", "blur_original")) if inv else ():
             blur = " | ".join(f"{inv[f'{key}_{n}']['psnr']:.1f}/{inv[f'{key}_{n}']['ssim']:.3f}"
                               for n in (50, 150, 300))
             drift = "|".join(f"{inv[f'drift_{n}']['psnr']:.1f}" for n in (50, 150, 300)) if key == "blur" else ""
+            rejected = "|".join(str(inv[f"{key}_{n}"].get("rejected_steps", "-")) for n in (50, 150, 300))
             lines.append(f"{name:<13} {label:<9} start {inv['start_psnr']:.1f}/{inv['start_ssim']:.3f} -> "
-                         f"{blur:<36} {drift}")
-    lines += ["", f"{'photo':<13} {'settings':<10} {'strength':>8} {'progress':>8} {'change':>7} {'PSNR out':>8} "
-              f"{'HF':>6}"]
-    for name, p in r["photos"].items():
-        for label, rows in (("defaults", p["painted"]), ("original", p["painted_original"])):
+                         f"{blur:<36} {drift:<16} rejected steps {rejected}")
+    if any("painted" in p for p in photos.values()):
+        lines += ["", f"{'photo':<13} {'settings':<10} {'strength':>8} {'progress':>8} {'change':>7} "
+                      f"{'PSNR out':>8} {'HF':>6}"]
+    for name, p in photos.items():
+        for label, rows in (("defaults", p.get("painted", [])), ("original", p.get("painted_original", []))):
             for row in rows:
                 lines.append(f"{name:<13} {label:<10} {row['strength']:>8g} {row['progress']:>8.2f} "
                              f"{row['change_in']:>7.1f} {row['psnr_out']:>8.1f} {row['hf']:>6.1f}")
-    lines += ["", "inpainting (mouth box): PSNR in the box, grey start -> filled"]
-    for name, p in r["photos"].items():
-        lines.append(f"{name:<13} {p['inpaint']['grey_psnr_box']:.1f} -> {p['inpaint']['psnr_box']:.1f} dB")
+    if any("inpaint" in p for p in photos.values()):
+        lines += ["", "inpainting (mouth box): PSNR in the box, grey start -> filled"]
+    for name, p in photos.items():
+        if "inpaint" in p:
+            lines.append(f"{name:<13} {p['inpaint']['grey_psnr_box']:.1f} -> {p['inpaint']['psnr_box']:.1f} dB")
     return "\n".join(lines)
 
 

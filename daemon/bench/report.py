@@ -69,7 +69,8 @@ def format_table(r: dict[str, Any]) -> str:
             if not x:
                 continue
             if x["reached"]:
-                lines.append(f"  {label}: {_fmt_s(x['seconds'])}, {x['evaluations']} evals "
+                rejected = f", {x['rejected_steps']} rejected" if "rejected_steps" in x else ""
+                lines.append(f"  {label}: {_fmt_s(x['seconds'])}, {x['evaluations']} evals{rejected} "
                              f"({_fmt_s(x['seconds_per_evaluation'])}/eval) -> "
                              f"time ratio {x['ratio_time_vs_scipy']:.2f}, eval ratio "
                              f"{x['ratio_evaluations_vs_scipy']:.2f} (÷ scipy)")

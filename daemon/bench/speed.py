@@ -162,8 +162,9 @@ def _run_to_target(torch: Any, net: Any, x: Any, targets: list[Any], optimizer: 
     cfg = ReconstructConfig(iterations=iterations, optimizer=optimizer, **PIXELS)
     t0 = clock.mark()
     final = None
+    stats: dict[str, Any] = {}
     try:
-        _, losses = reconstruct(net, x, targets, cfg, progress=progress, cancel=lambda: state["stop"])
+        _, losses = reconstruct(net, x, targets, cfg, progress=progress, cancel=lambda: state["stop"], stats=stats)
         final = float(losses.sum())
     except CancelledError:
         pass
@@ -177,6 +178,8 @@ def _run_to_target(torch: Any, net: Any, x: Any, targets: list[Any], optimizer: 
         "final_loss": final if final is not None else losses_list[-1],
         "evaluations_run": len(marks) + offset,
     }
+    if "rejected" in stats:  # trial points the lazy backtracking rejected: evaluations an exact search might save
+        out["rejected_steps"] = int(stats["rejected"].sum())
     if first is not None:
         out["seconds"] = clock.seconds(t0, marks[first][0])
         out["evaluations"] = first + 1 + offset
