@@ -25,17 +25,23 @@ DEFAULT = "balanced"
 class Preset:
     name: str
     iterations: int
-    work_size: int | None = None  # None: the device's (or the daemon's) cap
+    work_size: int | None = None  # None: the device's (or the daemon's) cap; 0: the database's own size
 
     def cap(self, device_cap: int) -> int:
-        """The working-size cap under this preset (0, "as stored", stays 0)."""
+        """The working-size cap under this preset (0 = the database's own size)."""
         if device_cap <= 0 or self.work_size is None:
             return device_cap
         return min(device_cap, self.work_size)
 
-    def describe(self, device_cap: int) -> str:
+    def describe(self, device_cap: int, stored: int = 0) -> str:
+        """For a user: ``stored`` is the side of the faces in the database (0: no aligned faces)."""
+        text = f"{self.iterations} iterations"
+        if stored <= 0:
+            return text
         cap = self.cap(device_cap)
-        return f"{self.iterations} iterations, " + (f"faces up to {cap} px" if cap > 0 else "faces as stored")
+        if cap <= stored:
+            return f"{text}, faces at the database's {stored} px"
+        return f"{text}, faces up to {cap} px (coarse-to-fine from {stored})"
 
 
 @cache

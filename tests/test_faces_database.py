@@ -359,8 +359,10 @@ def test_fill_above_the_databases_size_runs_coarse_to_fine_and_keeps_the_rest(ne
     mask[30:60, 24:72] = True
     cache = FeatureCache()
     steps: list[str] = []
+    stages: list[str] = []
 
     def progress(stage, done, total, step="", **_):
+        stages.append(stage)
         if stage == "reconstruct":
             steps.append(step)
 
@@ -369,6 +371,8 @@ def test_fill_above_the_databases_size_runs_coarse_to_fine_and_keeps_the_rest(ne
                          whole_image=True, k=5, minimum=3, cache=cache, progress=progress)
     assert res.info["work_size"] == 2 * RES and res.crops[0].shape == (2 * RES, 2 * RES, 3)
     assert any(s.startswith(f"coarse ({RES} px)") for s in steps) and steps[-1].startswith(f"fine ({2 * RES} px)")
+    first = stages.index("reconstruct")  # both stages' neighbour features come first: progress never goes back
+    assert first > 0 and set(stages[first:]) == {"reconstruct"}, stages
     changed = np.any(res.images[0] != photo, axis=2)
     assert changed.any() and not (changed & ~mask).any()
     assert len(cache) == 4  # unmasked and masked means, at both sizes

@@ -10,7 +10,7 @@ from dfi_engine.devices import DEVICE_DEFAULTS
 
 
 def test_every_device_has_every_preset_the_wire_names():
-    assert presets.NAMES == P.QUALITIES and presets.DEFAULT in P.QUALITIES
+    assert presets.NAMES == P.QUALITIES and presets.DEFAULT == P.DEFAULT_QUALITY
     for device in DEVICE_DEFAULTS:
         table = presets.presets_for(device)
         assert list(table) == list(P.QUALITIES)
@@ -28,10 +28,14 @@ def test_a_gpu_uses_its_full_cap_and_the_cpu_stays_modest():
 
 
 def test_a_preset_never_raises_the_daemons_cap_nor_undoes_as_stored():
-    fast = presets.preset("cpu", "fast")
-    assert fast.cap(96) == 96 and fast.cap(512) == fast.work_size
-    assert fast.cap(0) == 0  # --work-size 0: faces at the database's own size
-    assert "faces as stored" in fast.describe(0) and "150 iterations" in fast.describe(256)
+    best, fast = presets.Preset("best", 300), presets.preset("cpu", "fast")
+    assert best.cap(256) == 256 and best.cap(0) == 0  # --work-size 0: faces at the database's own size
+    assert presets.Preset("x", 150, 192).cap(128) == 128 and presets.Preset("x", 150, 192).cap(512) == 192
+    assert fast.cap(256) == 0  # "fast" on a CPU: one stage at the database's size
+    assert fast.describe(256, 128) == "150 iterations, faces at the database's 128 px"
+    assert best.describe(256, 128) == "300 iterations, faces up to 256 px (coarse-to-fine from 128)"
+    assert best.describe(256, 256) == "300 iterations, faces at the database's 256 px"  # a 256-px database
+    assert best.describe(256, 0) == "300 iterations"  # no aligned faces (the synthetic source)
     with pytest.raises(ValueError, match="unknown quality preset 'ultra'"):
         presets.preset("cpu", "ultra")
     assert presets.presets_for("xpu:0") == presets.presets_for("cpu")  # torch.device parses it; unknown -> CPU's

@@ -90,14 +90,18 @@ def format_table(r: dict[str, Any]) -> str:
                          f"cold {_fmt_s(d['cold_s'])}, warm {_fmt_s(d['warm_s'])} (median of "
                          f"{len(d['warm_runs'])}); daemon RSS {_fmt_bytes(d['daemon_rss_bytes'])}")
         lines.append("")
-    if r.get("presets"):
-        from .presets import format_presets
+    for name in ("presets", "highres"):
+        x = r.get(name)
+        if x and "status" in x:
+            lines += [f"{name}: {x['status']}", ""]
+        elif x and name == "presets":
+            from .presets import format_presets
 
-        lines += [*format_presets(r["presets"]), ""]
-    if r.get("highres"):
-        from .highres import format_highres
+            lines += [*format_presets(x), ""]
+        elif x:
+            from .highres import format_highres
 
-        lines += [format_highres(r["highres"]), ""]
+            lines += [format_highres(x), ""]
     m = r["memory"]
     lines.append(f"Peak memory: RSS {_fmt_bytes(m['peak_rss_bytes'])}, CUDA {_fmt_bytes(m['peak_cuda_bytes'])}; "
                  + ", ".join(f"{k} RSS {_fmt_bytes(v['peak_rss_bytes'])}" for k, v in m["sections"].items()))

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from dfi_wire import protocol as P
 from dfi_wire.client import Client, DaemonUnavailable
 
 from .. import paths
@@ -72,8 +73,10 @@ def _status(args: argparse.Namespace) -> int:
              else ""))
     print(f"  weights:    {st.get('weights')}")
     print(f"  neighbours: {st.get('database') or 'none'}")
-    for name, pr in (st.get("presets") or {}).items():
-        print(f"  {name + ':':<11} {pr.get('text')}" + (" (the default)" if name == "balanced" else ""))
+    presets = st.get("presets") or {}
+    if presets:
+        print("  quality:    " + "; ".join(f"{name} = {pr.get('text')}" + (" (the default)" if name ==
+                                          P.DEFAULT_QUALITY else "") for name, pr in presets.items()))
     print(f"  queue:      running {q.get('running') or '-'}, waiting {len(q.get('waiting', []))}"
           f"/{q.get('max_queue')} {' '.join(q.get('waiting', []))}")
     return 0

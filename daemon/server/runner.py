@@ -82,8 +82,9 @@ class Runner:
         """What each quality preset means on this daemon's device (for status and user interfaces)."""
         from dfi_engine.presets import presets_for
 
+        stored = self.source.resolution if self.source is not None and self.source.can_align else 0
         return {name: {"iterations": p.iterations, "work_size": p.cap(self.work_size),
-                       "text": p.describe(self.work_size)} for name, p in presets_for(self.net.device).items()}
+                       "text": p.describe(self.work_size, stored)} for name, p in presets_for(self.net.device).items()}
 
     def _settings(self, req: dict[str, Any]) -> tuple[int, bool, int, int]:
         """(k, align, work size, iterations) of a request: its own options, else its quality preset on this
@@ -205,7 +206,7 @@ class Runner:
             "weights": res.weights_label,
             "source": self.source.label,
             "notes": notes,
-            "quality": {"preset": opts.get("quality", P.QUALITIES[1]), "iterations": iterations,
+            "quality": {"preset": opts.get("quality", P.DEFAULT_QUALITY), "iterations": iterations,
                         "work_size": face.size if face is not None else None},
             "seconds": round(time.perf_counter() - t0, 3),
         }

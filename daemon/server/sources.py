@@ -38,6 +38,7 @@ class NeighbourSource(Protocol):
     label: str  # shown in status and results; says "SYNTHETIC" for the smoke source
     synthetic: bool
     can_align: bool
+    resolution: int  # side of the stored faces (0: no aligned faces)
     default_k: int
 
     def attributes(self) -> list[Attribute]: ...
@@ -72,6 +73,7 @@ class SyntheticSource:
     label = "SYNTHETIC smoke-test neighbours (cartoon faces, not a face database)"
     synthetic = True
     can_align = False
+    resolution = 0
     default_k = 16
     inpaint_strength = 1.0
     inpaint_scaling = "none"
@@ -181,6 +183,7 @@ class FaceDatabaseSource:
         self.cache = FeatureCache(cache_mb * 2**20)
         self.name = str(path)
         self.label = f"face database {path} ({self.db.count} faces at {self.db.resolution} px)"
+        self.resolution = self.db.resolution
         self._detector = None
         self._lock = threading.Lock()
 

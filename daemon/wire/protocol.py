@@ -41,6 +41,7 @@ COLOR_MODES = ("channel", "global", "none")
 # Quality presets: the daemon decides what each costs on its device (iterations, working size); explicit
 # ``iterations`` / ``work_size`` options override the preset's. A request naming none gets "balanced".
 QUALITIES = ("fast", "balanced", "best")
+DEFAULT_QUALITY = "balanced"
 
 # Error codes: (meaning, default hint). Engine errors (bad_input, image_too_small, ...) reuse their codes.
 ERRORS: dict[str, str] = {

@@ -52,11 +52,16 @@ Solve = Callable[[np.ndarray, np.ndarray, int, ProgressFn, "np.ndarray | None"],
 this size (0..255, one per strength) or None in the coarse stage) -> the stage's result."""
 
 
-def two_stage(coarse: AlignedFace, iterations: int, solve: Solve) -> Callable[[np.ndarray, np.ndarray, ProgressFn],
-                                                                               EditResult]:
+Prepare = Callable[[dict[int, np.ndarray], ProgressFn], None]
+"""Work both stages need before either runs (neighbour features), given each stage's mask by size."""
+
+
+def two_stage(coarse: AlignedFace, iterations: int, solve: Solve, prepare: Prepare | None = None,
+              ) -> Callable[[np.ndarray, np.ndarray, ProgressFn], EditResult]:
     """A runner for ``edit_aligned`` at the fine size: ``solve`` at the database's size with ``iterations``,
     then at the fine size with a share of them, from the coarse results; progress counts both stages in coarse
-    iterations, and previews of the coarse stage are shown in the fine frame."""
+    iterations, and previews of the coarse stage are shown in the fine frame. ``prepare`` runs first, so the
+    progress never goes back and the inversion's pace is measured on the inversion alone."""
     n1, n2 = iterations, fine_iterations(iterations)
 
     def run(crop01: np.ndarray, crop_mask: np.ndarray, progress: ProgressFn) -> EditResult:
@@ -79,6 +84,8 @@ def two_stage(coarse: AlignedFace, iterations: int, solve: Solve) -> Callable[[n
             return report
 
         small_mask = np.clip(resize(crop_mask, base), 0.0, 1.0)
+        if prepare is not None:
+            prepare({base: small_mask, size: crop_mask}, progress)
         first = solve(coarse.crop / 255.0, small_mask, n1, stage(0.0, 1.0, f"coarse ({base} px)", True), None)
         ups = np.stack([resize(im * 255.0, size) for im in first.images])
         return solve(crop01, crop_mask, n2, stage(n1, c, f"fine ({size} px)", False), ups)

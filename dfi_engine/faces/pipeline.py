@@ -19,7 +19,7 @@ from ..images import merge_image, split_image, to_mask
 from ..postprocess import blend, compose, feather
 from ..vgg import VGGFeatures
 from . import align as al
-from .coarse_to_fine import coarse_to_fine, iterations_of, pixel_iterations, two_stage
+from .coarse_to_fine import coarse_to_fine, iterations_of, pixel_iterations, resize, two_stage
 from .errors import NoFaceError
 from .landmarks import FaceDetector, choose_face
 
@@ -215,22 +215,35 @@ def inpaint_face(
     af = align_photo(photo, database.resolution, detector, mask, whole_image, options.max_pixels)
     idx = select_appearance(database, thumbnail(af.crop), k, minimum, database.find(content_hash(photo)))
     fine = at_working_size(af, photo, options)
+    vectors: dict[int, tuple[np.ndarray, Features]] = {}  # size -> (region, w)
+
+    def prepare(masks: dict[int, np.ndarray], progress: ProgressFn) -> None:
+        """w = mean φ(neighbours) − mean φ(neighbours, region grey), at every stage's size, cached per region."""
+        for size, crop_mask in masks.items():
+            region = crop_mask > 0.5
+            if not region.any():
+                from ..errors import InputError
+
+                raise InputError("The selection is too small in the face's frame.", "Select a larger region.")
+            tag = hashlib.sha256(np.packbits(region).tobytes()).digest()
+            full = mean_cached(net, database, idx, options.batch_size, cache, progress, "neighbour features",
+                               size=size)
+            grey = mean_cached(net, database, idx, options.batch_size, cache, progress, "masked features",
+                               transform=lambda im, r=region: fill_grey(im, r), extra=b"grey:" + tag, size=size)
+            vectors[size] = (region, [a - b for a, b in zip(full, grey)])
 
     def solve(crop01: np.ndarray, crop_mask: np.ndarray, n: int, progress: ProgressFn,
               ups: np.ndarray | None = None) -> EditResult:
-        """Fill at the crop's size; in the fine stage from the upsampled coarse fill (not the photo's own detail)."""
-        region = crop_mask > 0.5
-        if not region.any():
-            from ..errors import InputError
-
-            raise InputError("The selection is too small in the face's frame.", "Select a larger region.")
-        size, tag = crop01.shape[0], hashlib.sha256(np.packbits(region).tobytes()).digest()
-        full = mean_cached(net, database, idx, options.batch_size, cache, progress, "neighbour features", size=size)
-        grey = mean_cached(net, database, idx, options.batch_size, cache, progress, "masked features",
-                           transform=lambda im: fill_grey(im, region), extra=b"grey:" + tag, size=size)
-        w = [a - b for a, b in zip(full, grey)]
-        start = fill_smooth(crop01 * 255.0, region) if ups is None else np.where(region[..., None], ups[0],
-                                                                                 crop01 * 255.0)
+        """Fill at the crop's size; the fine stage starts from the upsampled coarse fill, not the photo's pixels."""
+        size = crop01.shape[0]
+        if size not in vectors:
+            prepare({size: crop_mask}, progress)
+        region, w = vectors[size]
+        if ups is None:
+            start = fill_smooth(crop01 * 255.0, region)
+        else:  # where the coarse region did not reach (its edge, sampled coarser), fill from around
+            covered = np.clip(resize(vectors[af.size][0].astype(np.float32), size), 0.0, 1.0) > 0.5
+            start = fill_smooth(np.where((region & covered)[..., None], ups[0], crop01 * 255.0), region & ~covered)
         return apply_vector(net, crop01, w, [strength], region.astype(np.float32),
                             replace(options, reconstruct=replace(options.reconstruct, iterations=n)), progress,
                             cancel, base=fill_grey(crop01 * 255.0, region), start=start, feather_px=0.0,
@@ -240,7 +253,7 @@ def inpaint_face(
     if fine is af:
         runner = lambda crop01, crop_mask, progress: solve(crop01, crop_mask, n, progress)  # noqa: E731
     else:
-        runner = two_stage(af, n, solve)
+        runner = two_stage(af, n, solve, prepare)
     res = edit_aligned(net, photo, None, [strength], fine.size, mask, options, detector, whole_image, progress,
                        cancel, aligned=fine, runner=runner)
     res.info["pixel_iterations"] = pixel_iterations(n, af.size, fine.size)
