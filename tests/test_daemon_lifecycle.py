@@ -35,6 +35,8 @@ def test_autostart_status_logs_stop(base):
     pid = int(pid_file.read_text().split()[0])
     r = dfi(base, "daemon", "status")
     assert r.returncode == 0 and "RANDOM" in r.stdout and f"pid {pid}" in r.stdout, r.stdout + r.stderr
+    assert "quality:    fast = 150 iterations" in r.stdout and "balanced = " in r.stdout, r.stdout
+    assert "(the default)" in next(line for line in r.stdout.splitlines() if "balanced = " in line), r.stdout
     r = dfi(base, "attributes", "--no-autostart")  # the running daemon is reused
     assert r.returncode == 0 and "starting" not in r.stderr
     r = dfi(base, "daemon", "logs", "-n", "20")

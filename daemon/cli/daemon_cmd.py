@@ -73,10 +73,9 @@ def _status(args: argparse.Namespace) -> int:
              else ""))
     print(f"  weights:    {st.get('weights')}")
     print(f"  neighbours: {st.get('database') or 'none'}")
-    presets = st.get("presets") or {}
-    if presets:
-        print("  quality:    " + "; ".join(f"{name} = {pr.get('text')}" + (" (the default)" if name ==
-                                          P.DEFAULT_QUALITY else "") for name, pr in presets.items()))
+    for i, (name, pr) in enumerate((st.get("presets") or {}).items()):
+        default = " (the default)" if name == P.DEFAULT_QUALITY else ""
+        print(f"  {'quality:' if i == 0 else '':<11} {name} = {pr.get('text')}{default}")
     print(f"  queue:      running {q.get('running') or '-'}, waiting {len(q.get('waiting', []))}"
           f"/{q.get('max_queue')} {' '.join(q.get('waiting', []))}")
     return 0
