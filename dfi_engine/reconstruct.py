@@ -78,13 +78,13 @@ def total_variation(z: torch.Tensor, beta: float) -> torch.Tensor:
 
 
 # Rows Cb, Cr of JPEG's YCbCr, applied to an RGB change in levels.
-_CHROMA = ((-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
+CBCR = ((-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))  # BT.601 Cb, Cr of an RGB change
 CHROMA_UNIT = 32.0  # levels: a chroma change of this size everywhere costs chroma_weight × the feature energy
 
 
 def chroma_energy(change: torch.Tensor) -> torch.Tensor:
     """Mean squared CbCr of an RGB change per batch element, in units of CHROMA_UNIT²."""
-    m = change.new_tensor(_CHROMA)
+    m = change.new_tensor(CBCR)
     c = torch.einsum("ij,bjhw->bihw", m, change)
     return c.square().sum(1).flatten(1).mean(1) / CHROMA_UNIT**2
 

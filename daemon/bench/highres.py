@@ -37,7 +37,6 @@ from .quality import bench_network
 
 PATHS = ("crop", "native, single-scale", "coarse-to-fine", "coarse-to-fine, fine colour free",
          "coarse-to-fine, neighbours native")
-CBCR = np.array(((-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312)), np.float32)  # BT.601 chroma of RGB
 
 
 def _enlarge(photo: np.ndarray, factor: int) -> np.ndarray:
@@ -61,12 +60,14 @@ def _truth_in_photo(photo: np.ndarray, af: Any) -> tuple[np.ndarray, np.ndarray]
 def _scores(result: np.ndarray, photo: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     from scipy import ndimage
 
+    from dfi_engine.reconstruct import CBCR
+
     result, photo = np.asarray(result, np.float32), np.asarray(photo, np.float32)
     inside = mask > 0.5
     near = ndimage.binary_dilation(mask > 0.01, iterations=6)  # the lenses and their edges
     rims = near & ~ndimage.binary_erosion(inside, iterations=3)
     err0 = float(np.abs(photo - truth)[inside].mean())
-    chroma = (result - truth) @ CBCR.T
+    chroma = (result - truth) @ np.asarray(CBCR, np.float32).T
     return {"psnr_to_truth": samples.psnr(result, truth, near),
             "progress": 1.0 - float(np.abs(result - truth)[inside].mean()) / err0,
             "sharpness": samples.high_frequency(result - photo, near) / samples.high_frequency(truth - photo, near),
@@ -86,7 +87,7 @@ def run_highres(args: argparse.Namespace, log: Callable[[str], None]) -> dict[st
     base, cap = 128, args.highres_cap
     iters = args.quality_iterations or d.iterations
     strength = d.strength
-    paths = [p.strip() for p in args.highres_paths.split(";")] if getattr(args, "highres_paths", None) else PATHS
+    paths = [p.strip() for p in args.highres_paths.split(";")] if args.highres_paths else PATHS
     unknown = set(paths) - set(PATHS)
     if unknown:
         raise SystemExit(f"dfi bench: unknown --highres-paths {sorted(unknown)}; choose from {'; '.join(PATHS)}")
@@ -133,7 +134,7 @@ def run_highres(args: argparse.Namespace, log: Callable[[str], None]) -> dict[st
         y0, y1 = max(0, ys.min() - 40), min(photo.shape[0], ys.max() + 40)
         x0, x1 = max(0, xs.min() - 40), min(photo.shape[1], xs.max() + 40)
         sheet_rows.append([im[y0:y1, x0:x1] for im in (photo, truth, *images)])
-        if getattr(args, "highres_fill", True):
+        if args.highres_fill:
             row["fill"], filled, window = fill_paths(net, photo, trainer, af, size, iters, log)
             fill_rows.append([im[window] for im in (photo, *filled)])
     _sheet(sheet_rows, out_dir / "eyes.png")

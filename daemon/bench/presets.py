@@ -42,7 +42,7 @@ def _photos() -> dict[str, np.ndarray]:
 def run(args: argparse.Namespace, log: Callable[[str], None], device: str) -> dict[str, Any]:
     from ..cli.demo_real import ATTRIBUTE, build_database
 
-    qualities = [q.strip() for q in (args.presets or P.QUALITIES[1]).split(",")]
+    qualities = [q.strip() for q in (args.presets or P.DEFAULT_QUALITY).split(",")]
     base = Path(tempfile.mkdtemp(prefix="dfi-bench-presets-"))
     try:
         db = build_database(base / "examples", base / "db")

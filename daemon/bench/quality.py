@@ -154,7 +154,7 @@ def run_quality(args: argparse.Namespace, log: Callable[[str], None]) -> dict[st
     result: dict[str, Any] = {"weights": net.label, "backbone": net.backbone, "compute_mode": compute, "size": size,
                               "iterations": iters,
                               "defaults": d.__dict__, "original_settings": ORIGINAL, "photos": {}}
-    parts = set(PARTS if not getattr(args, "quality_parts", None) else args.quality_parts.split(","))
+    parts = set(args.quality_parts.split(",") if args.quality_parts else PARTS)
     if parts - set(PARTS):
         raise SystemExit(f"dfi bench: unknown --quality-parts {sorted(parts - set(PARTS))}; choose from "
                          f"{', '.join(PARTS)}")
