@@ -373,8 +373,8 @@ def run_job(client: Client, msg: dict[str, Any], progress: Progress, marks: dict
         kind = reply.get("type")
         if kind == "accepted":
             job.append(reply["job"])
-        if job and cancelled():
-            client.send(P.simple("cancel", job=job.pop()))
+        if job and cancelled() and client.try_send(P.simple("cancel", job=job[0])):
+            job.pop()  # unsent (no connection just now): tried again at the next event
         if preview is not None and kind == "progress" and reply.get("preview"):
             preview(reply["preview"])
         if marks is not None and kind == "progress":

@@ -78,6 +78,33 @@ def test_6_a_client_without_keys_is_told_at_once(tcp_daemon):
     assert e.value.code == "unauthorized" and "refused this client's CURVE key" in e.value.message
 
 
+def test_6_a_client_refused_before_it_sends_is_told_not_hung(tcp_daemon):
+    """A refused DEALER may have no peer left, and a plain send then blocks for ever (seen in 'dfi doctor')."""
+    from zmq.auth import create_certificates
+
+    _, secret = create_certificates(str(tcp_daemon.base), "stranger")
+    told: list[tuple[str, float]] = []
+
+    def refused_then_asked() -> None:
+        for wait in (1.0, 0.3, 1.0):
+            with Client(tcp_daemon.endpoint, timeout=5, curve=(str(tcp_daemon.config / "local-keys" / "server.key"),
+                                                                secret)) as c:
+                time.sleep(wait)  # the daemon refuses the handshake meanwhile
+                for ask in (c.status, lambda: c.try_send(P.simple("heartbeat", jobs=["j1"]))):
+                    t0 = time.monotonic()
+                    try:
+                        ask()
+                        told.append(("answered", 0.0))
+                    except DaemonError as e:
+                        told.append((e.code, time.monotonic() - t0))
+
+    asker = threading.Thread(target=refused_then_asked, daemon=True)  # a hung send cannot be interrupted
+    asker.start()
+    asker.join(40)
+    assert not asker.is_alive(), f"a send hung after {told}"
+    assert [code for code, _ in told] == ["unauthorized"] * 6 and all(s < 5 for _, s in told), told
+
+
 def test_6_the_unix_socket_is_private_and_needs_no_keys(base):
     with DaemonProcess(base) as d:
         sock = d.runtime / "daemon.sock"

@@ -132,8 +132,12 @@ class Client:
         self.close()
 
     # ------------------------------------------------------------------ plumbing
-    def send(self, msg: dict[str, Any]) -> Any:
-        """Send a request (assigning an id if it has none); returns the id."""
+    def send(self, msg: dict[str, Any], timeout: float | None = None) -> Any:
+        """Send a request (assigning an id if it has none); returns the id.
+
+        Waits at most ``timeout`` seconds (the client's by default) for the connection to take it:
+        a DEALER whose connection was refused or dropped has no peer, and a plain send would block forever.
+        """
         if msg.get("id") is None:
             msg = {**msg, "id": next(self._ids)}
         frame = P.pack(msg)
@@ -141,9 +145,37 @@ class Client:
         if limit and len(frame) > limit:
             raise DaemonError("too_large", f"The request is {len(frame):,} bytes; the daemon accepts at most "
                               f"{limit:,}.", "Send a smaller image (select the face) or scale it down.")
-        self.sock.send(frame)
+        self._put(frame, self.timeout if timeout is None else timeout)
         self._last = (frame, self.reconnects)
         return msg["id"]
+
+    def _put(self, frame: bytes, timeout: float) -> None:
+        """Queue ``frame`` within ``timeout`` seconds; a refused handshake raises at once."""
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLOUT)
+        poller.register(self._monitor, zmq.POLLIN)
+        end = time.monotonic() + max(timeout, 0)
+        while True:
+            self.check_refused()  # once refused, always: the daemon will not hear this client
+            try:
+                self.sock.send(frame, zmq.NOBLOCK)
+                return
+            except zmq.Again:
+                pass
+            left = end - time.monotonic()
+            if left <= 0:
+                raise DaemonUnavailable(f"No connection to the daemon on {self.endpoint} took the request within "
+                                        f"{timeout:g} s.", "Is it running? Check 'dfi daemon status' and "
+                                        "'dfi daemon logs'.")
+            poller.poll(int(min(left, RECHECK_S) * 1000) + 1)
+
+    def try_send(self, msg: dict[str, Any]) -> bool:
+        """Send a notice (heartbeat, cancel) only if the connection takes it now; False if it did not."""
+        try:
+            self.send(msg, 0)
+        except DaemonUnavailable:
+            return False
+        return True
 
     def resend_if_reconnected(self) -> bool:
         """Send the last request again if the connection was made anew since (it may have been lost with it).
@@ -156,7 +188,10 @@ class Client:
         frame, seen = self._last
         if self.reconnects == seen:
             return False
-        self.sock.send(frame)
+        try:
+            self._put(frame, 0)
+        except DaemonUnavailable:
+            return False  # not connected yet: the next look tries again
         self._last = (frame, self.reconnects)
         return True
 
@@ -178,8 +213,8 @@ class Client:
     def call(self, msg: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         """Send one request and return its reply (error replies raise :class:`DaemonError`)."""
         timeout = self.timeout if timeout is None else timeout
-        rid = self.send(msg)
         end = time.monotonic() + timeout
+        rid = self.send(msg, timeout)
         while True:
             left = end - time.monotonic()
             reply = self.receive(min(left, RECHECK_S)) if left > 0 else None
@@ -247,12 +282,12 @@ class Client:
             while True:
                 now = time.monotonic()
                 if stall_timeout is not None and now - progressed > stall_timeout:
-                    self.send(P.simple("cancel", job=job))
+                    self.try_send(P.simple("cancel", job=job))
                     raise DaemonError("stalled", f"{job} made no progress for {stall_timeout:g} s and was cancelled.",
                                       "See 'dfi daemon logs'; restart the daemon with 'dfi daemon stop' if it "
                                       "stays stuck.")
                 if now >= next_beat:
-                    self.send(P.simple("heartbeat", jobs=[job]))
+                    self.try_send(P.simple("heartbeat", jobs=[job]))  # unsent: silence tells
                     next_beat = now + interval
                 reply = self.receive(min(next_beat - now, interval))
                 now = time.monotonic()
@@ -269,7 +304,7 @@ class Client:
                 if kind == "heartbeat":
                     state = reply.get("jobs", {}).get(job)
                     if state == "sent":  # its final reply was lost on the way (a reconnect): ask again
-                        self.send(P.simple("result", job=job))
+                        self.try_send(P.simple("result", job=job))
                     if state == "unknown":
                         # results are sent before heartbeat answers, so the job really is gone
                         raise DaemonError("unknown_job", f"The daemon no longer knows {job} and sent no result.",
@@ -287,7 +322,7 @@ class Client:
                     return reply
         except KeyboardInterrupt:
             try:
-                self.send(P.simple("cancel", job=job))
-            except zmq.ZMQError:
+                self.try_send(P.simple("cancel", job=job))
+            except (zmq.ZMQError, DaemonError):
                 pass
             raise
