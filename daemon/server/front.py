@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from .outbox import Outbox
 
 EXIT_BUDGET = 75  # over the memory budget: the daemon starts a new front
 POLL_MS = 100
+WATCH_S = 0.01  # how often the watchdog reads the resident memory (a flood adds hundreds of MiB a second)
 
 
 def rss_bytes() -> int | None:
@@ -37,7 +39,7 @@ def rss_bytes() -> int | None:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
-        return None  # no /proc (macOS): no watchdog
+        return None
 
 
 class Front:
@@ -94,12 +96,23 @@ class Front:
                 self.outbox.flush()
             if os.getppid() != self.parent:  # the daemon died: free the endpoint now, waiting on nothing
                 os._exit(0)
+
+    def watch(self) -> None:
+        """Exit at once past the budget, from a thread of its own.
+
+        libzmq's I/O thread reads a flood in the background, so the main loop's pace (one poll
+        in 100 ms, later on a loaded machine) would let it overshoot by a hundred MiB and more.
+        """
+        while True:
             rss = rss_bytes()
-            if rss is not None and rss > self.args.budget_bytes:
-                self.control("log", f"the front door holds {rss / 2**20:.0f} MiB of unread input or output, over "
-                                    f"its {self.args.budget_bytes / 2**20:.0f} MiB budget: dropping every "
-                                    "connection (clients reconnect)")
-                return EXIT_BUDGET
+            if rss is None:
+                return  # no /proc (macOS): no watchdog
+            if rss > self.args.budget_bytes:
+                print(f"dfi front door: it holds {rss / 2**20:.0f} MiB of unread input or output, over its "
+                      f"{self.args.budget_bytes / 2**20:.0f} MiB budget: dropping every connection (clients "
+                      "reconnect)", file=sys.stderr, flush=True)
+                os._exit(EXIT_BUDGET)  # drop everything now, waiting on nothing
+            time.sleep(WATCH_S)
 
     def close(self, pub: zmq.Socket) -> None:
         """A clean stop: the last replies (e.g. "bye") still leave."""
@@ -141,11 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         front.control("error", f"0 {e}")
         time.sleep(0.5)
         return 1
+    threading.Thread(target=front.watch, daemon=True, name="budget").start()
     front.control("ready")
-    code = front.serve(pub)
-    if code:
-        os._exit(code)  # over budget: drop everything now, waiting on nothing
-    return code
+    return front.serve(pub)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from dfi_wire import protocol as P
 
 from .. import paths
 from .config import EXIT_ERROR, EXIT_RUNNING, Config, StartError
+from .front import EXIT_BUDGET
 
 log = logging.getLogger("dfi.daemon")
 START_TIMEOUT_S = 30.0
@@ -81,7 +82,8 @@ class FrontLink:
         if self.proc is None or self.proc.poll() is None or time.monotonic() < self._next_start:
             return
         code = self.proc.returncode
-        log.warning("front door exited (%s); starting a new one, clients reconnect", code)
+        why = "over its memory budget: a peer sent more than it may" if code == EXIT_BUDGET else f"code {code}"
+        log.warning("front door exited (%s); starting a new one, clients reconnect", why)
         self.restarts += 1
         self._next_start = time.monotonic() + RESTART_PAUSE_S
         try:
