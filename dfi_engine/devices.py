@@ -6,6 +6,8 @@ error naming what to do, never torch's own assertion.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from .errors import DeviceError
@@ -19,8 +21,13 @@ DEVICE_DEFAULTS: dict[str, dict[str, object]] = {
 }
 
 
+def kind_row(table: dict[str, Any], device: torch.device | str) -> Any:
+    """``device``'s kind's entry of a per-kind table; unknown kinds get the CPU's, the cautious choice."""
+    return table.get(torch.device(device).type, table["cpu"])
+
+
 def device_default(device: torch.device | str, key: str) -> object:
-    return DEVICE_DEFAULTS.get(torch.device(device).type, DEVICE_DEFAULTS["cpu"])[key]
+    return kind_row(DEVICE_DEFAULTS, device)[key]
 
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:

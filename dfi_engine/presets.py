@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from .devices import kind_row
+
 DATA = Path(__file__).resolve().parent / "data" / "presets.toml"
 NAMES = ("fast", "balanced", "best")
 DEFAULT = "balanced"
@@ -51,8 +53,7 @@ def _table() -> dict[str, dict[str, dict]]:
 
 def presets_for(device: torch.device | str) -> dict[str, Preset]:
     """Every preset of ``device``'s kind (unknown kinds get the CPU's, the cautious choice)."""
-    table = _table()
-    rows = table.get(torch.device(device).type, table["cpu"])
+    rows = kind_row(_table(), device)
     return {name: Preset(name, int(rows[name]["iterations"]), rows[name].get("work_size")) for name in NAMES}
 
 

@@ -114,7 +114,11 @@ def test_hello_status_attributes(daemon):
         st = c.status()
         assert st["pid"] == daemon.pid and st["device"] == "cpu" and st["memory"]["rss_bytes"] > 10**7
         assert st["queue"]["max_queue"] == 3 and "SYNTHETIC" in st["database"]
-        assert set(st["presets"]) == set(P.QUALITIES) and st["presets"] == h["presets"]
+        from dfi_engine.presets import presets_for
+
+        assert set(st["presets"]) == set(P.QUALITIES)
+        assert {n: p["iterations"] for n, p in h["presets"].items()} == \
+            {n: p.iterations for n, p in presets_for("cpu").items()}, "hello names the engine's presets"
         assert st["presets"]["fast"]["iterations"] >= 150 and "iterations" in st["presets"]["best"]["text"]
         echo = c.echo(wire(portrait(1, 50, 40, True)))  # the transport alone, no engine work
         assert echo["image"] == wire(portrait(1, 50, 40, True))

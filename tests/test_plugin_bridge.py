@@ -169,8 +169,10 @@ def test_progress_events_reach_the_callback(bridge, tmp_path):
                                         **bridge.edit_options("fast", 2, "channel", "auto"))
             seen = []
             result = bridge.run_job(client, msg, lambda f, text: seen.append((f, text)))
+            hint = bridge.quality_hint(client.server)  # the line the dialog shows, from a real daemon's hello
         finally:
             client.close()
+    assert hint.startswith("Quality on this daemon (cpu): Fast = 150 iterations"), hint
     assert len(result["images"]) == 2
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(seen) >= 3

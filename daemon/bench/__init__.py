@@ -77,12 +77,13 @@ def run_bench(args: argparse.Namespace, log: Callable[[str], None] = lambda s: N
     """Everything ``dfi bench`` measures, as a JSON-ready dict."""
     import torch
 
+    from dfi_engine.devices import resolve_device
     from dfi_engine.weights import load_network
 
     t_start = time.perf_counter()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device)
     cuda = device.type == "cuda"
     plan = make_plan(args, cuda)
     clock = Clock(device)

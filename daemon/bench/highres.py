@@ -33,6 +33,7 @@ import numpy as np
 
 from .. import samples
 from .highres_fill import fill_paths, format_fill
+from .plan import choose
 from .quality import bench_network
 
 PATHS = ("crop", "native, single-scale", "coarse-to-fine", "coarse-to-fine, fine colour free",
@@ -87,10 +88,7 @@ def run_highres(args: argparse.Namespace, log: Callable[[str], None]) -> dict[st
     base, cap = 128, args.highres_cap
     iters = args.quality_iterations or d.iterations
     strength = d.strength
-    paths = [p.strip() for p in args.highres_paths.split(";")] if args.highres_paths else PATHS
-    unknown = set(paths) - set(PATHS)
-    if unknown:
-        raise SystemExit(f"dfi bench: unknown --highres-paths {sorted(unknown)}; choose from {'; '.join(PATHS)}")
+    paths = choose(args.highres_paths, PATHS, "--highres-paths", ";") or PATHS
     out_dir = Path(args.json).with_suffix("")
     result: dict[str, Any] = {"weights": net.label, "compute_mode": compute, "iterations": iters,
                               "strength": strength, "base": base, "cap": cap, "photos": {}}

@@ -42,6 +42,17 @@ class Plan:
         return max(self.min_iterations, min(self.iterations, round(self.iterations * REF_PIXELS / (h * w))))
 
 
+def choose(value: str | None, choices: tuple[str, ...], flag: str, sep: str = ",") -> list[str] | None:
+    """The items of a list option, each one of ``choices`` (else a one-line exit); None if it is not given."""
+    if not value:
+        return None
+    items = [s.strip() for s in value.split(sep) if s.strip()]
+    unknown = sorted(set(items) - set(choices))
+    if unknown:
+        raise SystemExit(f"dfi bench: unknown {flag} {unknown}; choose from {(sep + ' ').join(choices)}")
+    return items
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """'WxH' -> (height, width)."""
     try:
@@ -76,12 +87,9 @@ def make_plan(args: argparse.Namespace, cuda: bool) -> Plan:
         v = getattr(args, name)
         return d[name] if v is None else v
 
-    skip = {s.strip() for s in (args.skip or "").split(",") if s.strip()}
+    skip = set(choose(args.skip, SECTIONS, "--skip") or ())
     if args.quick:
         skip |= set(SLOW_SECTIONS)
-    unknown = skip - set(SECTIONS)
-    if unknown:
-        raise SystemExit(f"dfi bench: unknown --skip {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     try:
         sizes = [parse_size(s) for s in str(pick("sizes")).split(",") if s.strip()]
         baseline_size = parse_size(str(pick("baseline_size")))

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .. import samples
+from .plan import choose
 from .speed import PIXELS
 
 ORIGINAL_STEP = {"scaling": "beta", "strength": 0.4}  # with PIXELS: the 2017 code's settings
@@ -132,8 +133,9 @@ def bench_network(args: argparse.Namespace) -> tuple[Any, str]:
     """The network the quality benches judge (real features by default) and its compute mode."""
     import dfi_engine as dfi
     from dfi_engine.compute import set_compute
+    from dfi_engine.devices import resolve_device
 
-    net = dfi.load_network(args.weights or "vgg16-hed", "cpu" if args.device == "auto" else args.device)
+    net = dfi.load_network(args.weights or "vgg16-hed", resolve_device(args.device))
     return net, set_compute(net, args.compute)
 
 
@@ -154,10 +156,7 @@ def run_quality(args: argparse.Namespace, log: Callable[[str], None]) -> dict[st
     result: dict[str, Any] = {"weights": net.label, "backbone": net.backbone, "compute_mode": compute, "size": size,
                               "iterations": iters,
                               "defaults": d.__dict__, "original_settings": ORIGINAL, "photos": {}}
-    parts = set(args.quality_parts.split(",") if args.quality_parts else PARTS)
-    if parts - set(PARTS):
-        raise SystemExit(f"dfi bench: unknown --quality-parts {sorted(parts - set(PARTS))}; choose from "
-                         f"{', '.join(PARTS)}")
+    parts = set(choose(args.quality_parts, PARTS, "--quality-parts") or PARTS)
     for name, photo in photos.items():
         other = photos[next(n for n in photos if n != name)]
         r: dict[str, Any] = {}

@@ -98,16 +98,12 @@ class FrontLink:
             log.debug("reply dropped: %s", e)
 
     def receive(self) -> list[bytes] | None:
-        """The next request as [client, payload], or None; control messages are logged here."""
+        """The next request as [client, payload], or None ([] for a control message: none is expected now)."""
         try:
             frames = self.sock.recv_multipart(zmq.NOBLOCK)
         except zmq.Again:
             return None
-        if frames[0]:
-            return frames
-        if frames[1] == b"log":
-            log.warning("%s", frames[2].decode(errors="replace"))
-        return []
+        return frames if frames[0] else []
 
     def stop(self, timeout: float = 3.0) -> None:
         """Ask the front to send what it holds and exit; kill it if it does not."""

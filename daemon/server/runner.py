@@ -102,8 +102,7 @@ class Runner:
         """(kind of request, pixel-iterations, strengths, neighbour pixels) of a request, before it runs."""
         assert self.source is not None
         k, align, work_size, iterations = self._settings(req)
-        work, side = self.source.work(req["image"].height, req["image"].width, align, work_size, iterations,
-                                      req["op"])
+        work, side = self.source.work(req["image"].height, req["image"].width, align, work_size, iterations)
         strengths = len(req["strengths"]) if req["op"] == "edit" else 1
         key = (req["op"], req.get("attribute"), k, align, side)
         return key, work, strengths, (2 * k if req["op"] == "edit" else k) * side * side

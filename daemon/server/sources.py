@@ -43,9 +43,8 @@ class NeighbourSource(Protocol):
 
     def attributes(self) -> list[Attribute]: ...
 
-    def work(self, height: int, width: int, align: bool, work_size: int, iterations: int,
-             op: str = "edit") -> tuple[int, int]:
-        """(pixel-iterations, working side) a job (``op`` edit or inpaint) on a photo of this size will take
+    def work(self, height: int, width: int, align: bool, work_size: int, iterations: int) -> tuple[int, int]:
+        """(pixel-iterations, working side) a job (edit or inpaint) on a photo of this size will take
         (what its time scales with)."""
         ...
 
@@ -88,8 +87,7 @@ class SyntheticSource:
     def attributes(self) -> list[Attribute]:
         return [dict(a) for a in self._ATTRIBUTES]  # type: ignore[misc]
 
-    def work(self, height: int, width: int, align: bool, work_size: int, iterations: int,
-             op: str = "edit") -> tuple[int, int]:
+    def work(self, height: int, width: int, align: bool, work_size: int, iterations: int) -> tuple[int, int]:
         return iterations * height * width, max(height, width)  # rendered and inverted at the photo's own size
 
     def _render(self, tag: str, beard: bool, shape: tuple[int, int], k: int,
@@ -196,8 +194,7 @@ class FaceDatabaseSource:
                 self._detector = FaceDetector()
             return self._detector
 
-    def work(self, height: int, width: int, align: bool, work_size: int, iterations: int,
-             op: str = "edit") -> tuple[int, int]:
+    def work(self, height: int, width: int, align: bool, work_size: int, iterations: int) -> tuple[int, int]:
         """Before the face is found: a selection sent with its context is mostly face (FACE_SHARE of its
         shorter side), so that is the working side, within [the database's resolution, ``work_size``]
         (for Fill selection as for an edit)."""
