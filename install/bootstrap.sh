@@ -13,11 +13,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 stamp=.venv/.bootstrap-stamp
-want=$(cat pyproject.toml install/bootstrap.sh | sha256sum | cut -c1-16)
+want=$( (cat pyproject.toml install/bootstrap.sh; echo "${DFI_TORCH_INDEX:-}") | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  # The CPU build of torch first: a plain 'torch' would pull GBs of CUDA packages.
-  echo "bootstrap: 1/2 installing torch 2.13.0 (CPU build; a few minutes on a fresh machine)"
-  .venv/bin/pip install --progress-bar on "torch==2.13.0" | { grep -v "^Requirement already satisfied" || true; }
+  # The CPU build of torch first: a plain 'torch' would pull GBs of CUDA packages. DFI_TORCH_INDEX: a GPU
+  # build from that index instead (README, "GPUs"; dfi doctor prints the command for the GPU it finds).
+  index=(); [ -n "${DFI_TORCH_INDEX:-}" ] && index=(--index-url "$DFI_TORCH_INDEX")
+  echo "bootstrap: 1/2 installing torch 2.13.0 (${DFI_TORCH_INDEX:-CPU build}; a few minutes on a fresh machine)"
+  .venv/bin/pip install --progress-bar on "torch==2.13.0" "${index[@]}" | { grep -v "^Requirement already satisfied" || true; }
   echo "bootstrap: 2/2 installing gimp-dfi and its dependencies (dlib, pyzmq, Ray, scikit-image, ...)"
   .venv/bin/pip install --progress-bar on -e ".[faces,ray,test]" | { grep -v "^Requirement already satisfied" || true; }
   .venv/bin/python -c "import torch, dfi_engine, dfi_daemon.cli" \

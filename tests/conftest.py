@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from daemon_process import kill_daemons
+from helpers.daemon_process import kill_daemons
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 

@@ -3,7 +3,8 @@
 Two checks each: a static one over every ``import`` statement in the files
 (catches a lazy import inside a function), and a live one that imports the
 modules in a fresh interpreter and looks at ``sys.modules`` (catches what a
-dependency pulls in).
+dependency pulls in). And one name per file: every module of the project is
+reached by exactly one import name, and none is loaded by its file path.
 """
 
 from __future__ import annotations
@@ -16,6 +17,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# Where import names start: the three source roots of pyproject.toml, the plug-in folder as GIMP lays it
+# out (flat: dfi_bridge, dfi_preview), the tests (helpers.*), and the checkout itself (daemon.dfi_wire…
+# would be a second name, so it is a root too).
+ROOTS = (REPO / "daemon", REPO / "plugin", REPO / "plugin" / "dfi_plugin", REPO / "tests", REPO)
+CHECKED = ("dfi_engine", "daemon", "plugin", "install", "tests")
+BY_PATH = {"spec_from_file_location", "SourceFileLoader", "run_path", "load_source", "SourcelessFileLoader"}
 WIRE_ALLOWED = {"zmq", "msgpack", "dfi_wire"}  # plus the standard library
 PLUGIN_ALLOWED = WIRE_ALLOWED | {"gi", "dfi_bridge", "dfi_preview"}
 HEAVY = ("torch", "numpy", "PIL", "scipy", "dfi_engine", "dfi_daemon")
@@ -42,7 +49,92 @@ def py_files(folder: str) -> list[Path]:
     return files
 
 
-@pytest.mark.parametrize("folder, allowed", [("daemon/wire", WIRE_ALLOWED), ("plugin", PLUGIN_ALLOWED)])
+def module_file(name: str) -> Path | None:
+    """The file an absolute import name loads, by the first root that has it (as sys.path would)."""
+    parts = name.split(".")
+    for root in ROOTS:
+        for f in (root.joinpath(*parts).with_suffix(".py"), root.joinpath(*parts, "__init__.py")):
+            if f.is_file():
+                return f
+    return None
+
+
+def own_name(path: Path) -> str:
+    """The dotted name ``path`` has under the nearest root (its package, for relative imports)."""
+    root = max((r for r in ROOTS if path.is_relative_to(r)), key=lambda r: len(r.parts))
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_names(path: Path, source: str) -> set[str]:
+    """Every absolute module name ``path`` imports, relative imports resolved, ``from p import m`` as ``p.m``
+    where ``m`` is a module."""
+    package = own_name(path) if path.name == "__init__.py" else own_name(path).rpartition(".")[0]
+    names = set()
+    for node in ast.walk(ast.parse(source, str(path))):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = package.split(".")[: len(package.split(".")) - node.level + 1] if package else []
+                base = ".".join([*up, *([node.module] if node.module else [])])
+            names.add(base)
+            names |= {f"{base}.{a.name}" for a in node.names if module_file(f"{base}.{a.name}")}
+    return names
+
+
+def names_per_file(sources: dict[Path, str]) -> dict[Path, set[str]]:
+    """{project file: the import names the project's code reaches it by}."""
+    seen: dict[Path, set[str]] = {}
+    for path, source in sources.items():
+        for name in imported_names(path, source):
+            f = module_file(name)
+            if f is not None and not f.is_relative_to(REPO / ".venv"):
+                seen.setdefault(f, set()).add(name)
+    return seen
+
+
+def loads_by_path(source: str) -> set[str]:
+    """Calls that load a module from a file path (importlib's spec_from_file_location and kin)."""
+    calls = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            fn = node.func
+            name = fn.attr if isinstance(fn, ast.Attribute) else getattr(fn, "id", "")
+            if name in BY_PATH:
+                calls.add(name)
+    return calls
+
+
+def project_sources() -> dict[Path, str]:
+    return {f: f.read_text() for folder in CHECKED for f in sorted((REPO / folder).rglob("*.py"))}
+
+
+def test_every_module_has_one_import_name_and_none_is_loaded_by_path():
+    sources = project_sources()
+    twice = {str(f.relative_to(REPO)): sorted(n) for f, n in names_per_file(sources).items() if len(n) > 1}
+    assert not twice, f"reached by more than one import name: {twice}"
+    by_path = {str(f.relative_to(REPO)): c for f, s in sources.items() if (c := loads_by_path(s))}
+    assert not by_path, f"modules loaded by file path: {by_path}"
+
+
+def test_the_name_check_sees_a_second_name_and_a_load_by_path():
+    """The check can fail: a module that reaches the wire through the checkout folder, the bridge through the
+    package, or loads a file by path is caught (a temporary file, never written into the tree)."""
+    sources = project_sources()
+    bad = REPO / "daemon" / "dfi_daemon" / "cli" / "bad_example.py"
+    sources[bad] = ("import daemon.dfi_wire.protocol\nfrom dfi_plugin import dfi_bridge\n"
+                    "from ..server import runner\nimport importlib.util\n"
+                    "spec = importlib.util.spec_from_file_location('x', 'x.py')\n")
+    names = names_per_file(sources)
+    assert names[REPO / "daemon" / "dfi_wire" / "protocol.py"] >= {"dfi_wire.protocol", "daemon.dfi_wire.protocol"}
+    assert names[REPO / "plugin" / "dfi_plugin" / "dfi_bridge.py"] == {"dfi_bridge", "dfi_plugin.dfi_bridge"}
+    assert "dfi_daemon.server.runner" in names[REPO / "daemon" / "dfi_daemon" / "server" / "runner.py"]
+    assert loads_by_path(sources[bad]) == {"spec_from_file_location"}
+
+
+@pytest.mark.parametrize("folder, allowed", [("daemon/dfi_wire", WIRE_ALLOWED), ("plugin/dfi_plugin", PLUGIN_ALLOWED)])
 def test_wire_and_plugin_import_only_stdlib_zmq_msgpack(folder, allowed):
     bad = {str(f.relative_to(REPO)): outside(imported_roots(f), allowed) for f in py_files(folder)}
     assert not {k: v for k, v in bad.items() if v}, "the plug-in side may use the stdlib, pyzmq and msgpack only"
@@ -56,9 +148,7 @@ def test_engine_never_imports_the_daemon():
 
 def test_server_and_cli_reach_the_wire_by_its_own_name():
     """Only the wire's own modules import it relatively: everyone else says ``dfi_wire``, as GIMP does."""
-    for f in py_files("daemon"):
-        if "wire" in f.relative_to(REPO / "daemon").parts:
-            continue
+    for f in py_files("daemon/dfi_daemon"):
         tree = ast.parse(f.read_text())
         rel = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level
                and n.module in ("protocol", "client")]
@@ -74,8 +164,8 @@ def test_the_checker_sees_a_bad_import(tmp_path):
 
 def loads_without(imports: str, banned: tuple[str, ...]) -> None:
     """Run ``imports`` in a fresh interpreter and fail if any ``banned`` module got loaded."""
-    code = f"import sys; sys.path.insert(0, 'plugin'); {imports}; bad = [m for m in {banned!r} if m in sys.modules]; " \
-           "assert not bad, bad"
+    code = (f"import sys; sys.path.insert(0, 'plugin/dfi_plugin'); {imports}; "
+            f"bad = [m for m in {banned!r} if m in sys.modules]; assert not bad, bad")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
 
@@ -91,7 +181,7 @@ def test_talking_to_the_daemon_does_not_load_the_engine():
 
 def test_scale_out_is_called_by_the_cli_and_never_calls_it():
     """dfi_daemon.scale runs requests on Ray for the CLI: it knows the server's loader, not the CLI's files."""
-    for f in py_files("daemon/scale"):
+    for f in py_files("daemon/dfi_daemon/scale"):
         tree = ast.parse(f.read_text())
         up = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level >= 2
               and (n.module or "").split(".")[0] == "cli"]

@@ -23,9 +23,9 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
-from daemon_process import DaemonProcess, running_job
 from dfi_wire import protocol as P
 from dfi_wire.client import DaemonError
+from helpers.daemon_process import DaemonProcess, running_job
 from PIL import Image
 
 from dfi_engine.synthetic import face

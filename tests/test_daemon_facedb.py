@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from daemon_process import DaemonProcess
+from helpers.daemon_process import DaemonProcess
 from PIL import Image
 
 from dfi_engine.synthetic import face

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon_process import DaemonProcess, run_cli
 from dfi_wire import protocol as P
 from dfi_wire.client import Client, DaemonError, DaemonUnavailable
+from helpers.daemon_process import DaemonProcess, run_cli
 
 
 def dfi(base: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -152,7 +152,7 @@ def test_demo_edits_a_real_portrait_with_real_features(base, tmp_path, hed_file)
 def test_the_demo_runs_again_over_its_own_earlier_output(tmp_path):
     """A newcomer runs 'dfi demo' twice: its painted-examples database is made anew, not refused."""
     pytest.importorskip("skimage")
-    from dfi_daemon.cli.demo_real import build_database
+    from dfi_daemon.samples import build_database
 
     from dfi_engine.faces.database import Database
 

@@ -14,9 +14,9 @@ import subprocess
 import sys
 
 import pytest
-from daemon_process import DaemonProcess
-from gimp_fakes import FakeMachine, plugin_bridge
-from gimp_harness import free_port
+from helpers.daemon_process import DaemonProcess
+from helpers.gimp_fakes import FakeMachine, plugin_bridge
+from helpers.gimp_harness import free_port
 
 MENU = [m.proc for m in plugin_bridge().MENU]
 

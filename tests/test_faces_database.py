@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from dfi_daemon.cli import main as cli_main
-from faces_fixtures import (
+from helpers.faces_fixtures import (
     CELEBA_COLUMNS,
     LFW_COLUMNS,
     build_photos,

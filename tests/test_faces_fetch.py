@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from dfi_daemon.cli import main as cli_main
-from faces_fixtures import draw, lfw_rel, people, write_lfw
+from helpers.faces_fixtures import draw, lfw_rel, people, write_lfw
 
 from dfi_engine.faces import database as dbm
 from dfi_engine.faces.errors import FetchError

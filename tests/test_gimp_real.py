@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from daemon_process import DaemonProcess
-from gimp_harness import Gimp, build_root, free_port, versions, wait_file
+from helpers.daemon_process import DaemonProcess
+from helpers.gimp_harness import Gimp, build_root, free_port, versions, wait_file
 from PIL import Image
 
 PROCS = {

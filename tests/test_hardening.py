@@ -15,8 +15,8 @@ import msgpack
 import pytest
 import torch
 import zmq
-from daemon_process import DaemonProcess, env_for, run_cli, running_job
 from dfi_wire import protocol as P
+from helpers.daemon_process import DaemonProcess, env_for, run_cli, running_job
 
 
 def server(base: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -12,13 +12,13 @@ from pathlib import Path
 import msgpack
 import pytest
 import zmq
-from daemon_process import DaemonProcess, run_cli
 from dfi_daemon.server.config import Config
 from dfi_daemon.server.front_link import budget_bytes
 from dfi_wire import protocol as P
 from dfi_wire.client import Client, DaemonError
-from gimp_harness import free_port
-from zmtp_raw import RawPeer
+from helpers.daemon_process import DaemonProcess, run_cli
+from helpers.gimp_harness import free_port
+from helpers.zmtp_raw import RawPeer
 
 
 def raw_dealer(endpoint: str, curve: tuple[bytes, bytes, bytes] | None = None) -> zmq.Socket:

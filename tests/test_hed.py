@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from loopback_http import LoopbackServer
+from helpers.loopback_http import LoopbackServer
 from scipy import ndimage
 
 from dfi_engine import WeightsError, load_network

@@ -1,4 +1,4 @@
-"""plugin/dfi_bridge.py as installed (with dfi_wire beside it), outside GIMP.
+"""The plug-in's dfi_bridge.py as `dfi gimp install` installs it (with dfi_wire beside it), outside GIMP.
 
 Logic (strengths, crop boxes, names, settings) is tested directly; the daemon
 connection against real daemons and the real ``dfi`` command (auto-start).
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon_process import DaemonProcess, kill_daemons
+from helpers.daemon_process import DaemonProcess, kill_daemons
 
 REPO = Path(__file__).resolve().parent.parent
 DFI = str(Path(sys.executable).parent / "dfi")
@@ -25,7 +25,7 @@ FAST_DAEMON = ["--weights", "random:0", "--database", "synthetic", "--threads", 
 def bridge(tmp_path_factory):
     """dfi_bridge imported from a plug-in folder made by the installer."""
     profile = tmp_path_factory.mktemp("gimp") / "3.0"
-    subprocess.run([sys.executable, str(REPO / "install" / "gimp_plugin.py"), "--profile", str(profile),
+    subprocess.run([DFI, "gimp", "install", "--profile", str(profile),
                     "--target", "linux", "--endpoint", "ipc:///nonexistent/daemon.sock", "--no-verify",
                     "--vendor", "never"], check=True, capture_output=True)
     folder = str(profile / "plug-ins" / "gimp-dfi")

@@ -1,4 +1,4 @@
-"""install/gimp_plugin.py and the GIMP detection it shares with dfi doctor (daemon/gimps.py).
+"""The plug-in installer (dfi gimp install, install/gimp_plugin.py) and the GIMP detection it shares with dfi doctor.
 
 Fake machines (``gimp_fakes``): profile folders in a fake home, fake gimp executables on a PATH of
 their own, a fake flatpak. GIMP's Python is played by this interpreter (which has pyzmq and msgpack)
@@ -11,13 +11,15 @@ import json
 import os
 import plistlib
 import stat
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
-from dfi_daemon import gimps
-from gimp_fakes import REPO, FakeMachine, plugin_bridge
+from dfi_daemon.gimp import found as gimps
+from helpers.gimp_fakes import REPO, FakeMachine, plugin_bridge
+from helpers.wheel_venv import wheel_venv
 
 BARE_PYTHON = f"{sys.executable} -I -S"  # no site-packages: no zmq, no msgpack
 
@@ -186,16 +188,43 @@ def test_tcp_endpoints_get_the_daemons_local_keys_privately(machine, profile):
     assert not keys.exists()
 
 
-def test_a_bare_python_gets_the_keys_through_the_recorded_dfi(machine, profile):
-    """The installer runs with a Python without the project (here: no site-packages at all)."""
-    bare = (sys.executable, "-I", "-S")
-    dfi = str(Path(sys.executable).parent / "dfi")  # a console script: its #! line is the project's Python
-    machine.install("--profile", str(profile), "--endpoint", "tcp://127.0.0.1:5557", "--dfi", dfi, runner=bare)
-    keys = profile / "plug-ins" / "gimp-dfi" / "keys"
-    assert (keys / "server.key").read_bytes() == (machine.keys / "server.key").read_bytes()
-    res = machine.install("--profile", str(profile), "--endpoint", "tcp://127.0.0.1:5557", "--dfi", "/nonexistent",
-                          runner=bare, check=False)
-    assert res.returncode == 1 and "needs the daemon's CURVE keys" in res.stderr and "--keys-dir" in res.stderr
+def test_the_checkout_wrapper_under_a_bare_python_says_what_to_run(machine, profile):
+    """install/gimp_plugin.py with a Python that lacks the project: one line that says what to run, no traceback,
+    nothing written."""
+    res = machine.install("--profile", str(profile), runner=(sys.executable, "-I", "-S"), check=False)
+    assert res.returncode == 1 and "Traceback" not in res.stderr and not installed(profile)
+    assert "bash install/bootstrap.sh" in res.stderr and "dfi gimp install" in res.stderr
+
+
+def test_the_wheel_in_a_new_venv_installs_the_plugin_without_the_checkout(machine, profile, tmp_path):
+    """README's "install as a package": the wheel's own dfi, run outside the checkout, installs its own package
+    data (not the checkout's files) and removes it again."""
+    dfi = wheel_venv(tmp_path)
+    run = lambda *a: subprocess.run([str(dfi), "gimp", *a], capture_output=True, text=True, timeout=300,  # noqa: E731
+                                    env=machine.env, cwd=tmp_path)
+    res = run("install", "--profile", str(profile), "--gimp-python", sys.executable, "--endpoint", "ipc:///x/d.sock")
+    assert res.returncode == 0, res.stdout + res.stderr
+    manifest = json.loads((profile / "plug-ins" / "gimp-dfi" / "install-manifest.json").read_text())
+    assert Path(manifest["installed_from"]).is_relative_to(tmp_path / "venv"), manifest["installed_from"]
+    assert run("uninstall", "--profile", str(profile)).returncode == 0 and not installed(profile)
+
+
+def test_dfi_gimp_install_status_and_uninstall(machine, profile):
+    """The installed package's own command: the same files as the checkout's wrapper, a status line, an exact
+    removal."""
+    dfi = [sys.executable, "-m", "dfi_daemon.cli", "gimp"]
+    run = lambda *a: subprocess.run([*dfi, *a], capture_output=True, text=True, timeout=300, env=machine.env)  # noqa: E731
+    res = run("install", "--profile", str(profile), "--gimp-python", sys.executable, "--endpoint", "ipc:///x/d.sock")
+    assert res.returncode == 0, res.stderr
+    folder = profile / "plug-ins" / "gimp-dfi"
+    import dfi_plugin
+
+    for name in ("gimp-dfi.py", "dfi_bridge.py", "dfi_preview.py"):  # byte for byte the package data
+        assert (folder / name).read_bytes() == (Path(dfi_plugin.__file__).parent / name).read_bytes()
+    status = run("status", "--profile", str(profile))
+    assert "files intact and the same as" in status.stdout and "daemon" not in status.stdout, status.stdout
+    assert run("uninstall", "--profile", str(profile)).returncode == 0 and not installed(profile)
+    assert run("status", "--profile", str(profile)).returncode == 1
 
 
 def test_keys_from_a_folder_and_a_clear_error_without_them(machine, profile):
@@ -212,10 +241,10 @@ def test_install_writes_an_executable_plugin_and_checks_it(machine, profile):
     res = machine.install("--profile", str(profile), "--endpoint", "ipc:///tmp/x/daemon.sock", "--dfi",
                           "/opt/dfi/bin/dfi", "--daemon-args", "--device cuda")
     folder = profile / "plug-ins" / "gimp-dfi"
-    wire = sorted(p.name for p in (REPO / "daemon" / "wire").glob("*.py"))
+    wire = sorted(p.name for p in (REPO / "daemon" / "dfi_wire").glob("*.py"))
     assert wire == sorted(p.name for p in (folder / "dfi_wire").iterdir()), "the wire package, file for file"
     for name in wire:
-        assert (folder / "dfi_wire" / name).read_bytes() == (REPO / "daemon" / "wire" / name).read_bytes()
+        assert (folder / "dfi_wire" / name).read_bytes() == (REPO / "daemon" / "dfi_wire" / name).read_bytes()
     config = json.loads((folder / "gimp-dfi.json").read_text())
     assert config["endpoint"] == "ipc:///tmp/x/daemon.sock"
     assert config["dfi"] == ["/opt/dfi/bin/dfi"] and config["autostart"] is True

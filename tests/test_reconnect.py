@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import zmq
-from daemon_process import DaemonProcess
 from dfi_wire import protocol as P
+from helpers.daemon_process import DaemonProcess
 from test_daemon import portrait, wire
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from daemon_process import env_for, run_cli
+from helpers.daemon_process import env_for, run_cli
 from PIL import Image
 
 pytest.importorskip("ray", reason="Ray is not installed (pip install '.[ray]')")
@@ -171,7 +171,7 @@ def test_a_database_built_on_ray_equals_the_one_process_build(tmp_path):
     """Real dlib on real photos (faces, no face, a duplicate, a broken file), detected on 2 Ray workers."""
     pytest.importorskip("dlib")
     pytest.importorskip("skimage.data")
-    from faces_fixtures import build_photos
+    from helpers.faces_fixtures import build_photos
 
     from dfi_engine.faces import database as dbm
     from dfi_engine.faces.builder import build
@@ -216,7 +216,7 @@ def test_real_photos_on_a_ray_head_match_the_single_process_cli(base, tmp_path, 
     'ray start --head' and reached by its address gives the same files as 'dfi edit'."""
     pytest.importorskip("dlib")
     from dfi_daemon import samples
-    from dfi_daemon.cli.demo_real import ATTRIBUTE, build_database
+    from dfi_daemon.samples import ATTRIBUTE, build_database
 
     db = build_database(tmp_path / "examples", tmp_path / "glasses.db")
     local, ray = tmp_path / "local", tmp_path / "ray"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from loopback_http import LoopbackServer
+from helpers.loopback_http import LoopbackServer
 
 from dfi_engine import WeightsError, load_network
 from dfi_engine.vgg import CONV_NAMES, TORCHVISION_INDEX

@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from daemon_process import DaemonProcess  # noqa: E402
-from gimp_harness import ROOTS, Gimp, build_root, free_port  # noqa: E402
+from helpers.daemon_process import DaemonProcess  # noqa: E402
+from helpers.gimp_harness import ROOTS, Gimp, build_root, free_port  # noqa: E402
 
 
 def main() -> int:

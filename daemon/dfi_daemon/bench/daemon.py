@@ -18,7 +18,7 @@ from typing import Any
 
 from dfi_wire import protocol as P
 
-from .private_daemon import PrivateDaemon
+from ..private_daemon import PrivateDaemon
 
 
 def run(args: argparse.Namespace, log: Callable[[str], None], cuda: bool) -> dict[str, Any]:

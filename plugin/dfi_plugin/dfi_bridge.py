@@ -2,8 +2,8 @@
 
 Runs under GIMP's own Python with the standard library, pyzmq and msgpack only
 (no numpy, no torch, no GI), so it is unit-tested on the host as installed.
-The wire format comes from ``dfi_wire`` — the package ``daemon/wire/``,
-copied unchanged beside this file by ``install/gimp_plugin.py``.
+The wire format comes from ``dfi_wire`` (the package ``daemon/dfi_wire/``),
+copied unchanged beside this file by ``dfi gimp install``.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class Settings:
             raw = {}
         except (OSError, ValueError) as e:
             raise PluginError(f"The plug-in's settings file {path} is unreadable ({e}).",
-                              "Re-run the installer: python install/gimp_plugin.py") from None
+                              "Re-run the installer: dfi gimp install") from None
         s = cls(**{k: raw[k] for k in cls.__dataclass_fields__ if k in raw})
         if isinstance(s.dfi, str):
             s.dfi = [s.dfi]
@@ -115,7 +115,7 @@ class Settings:
             s.dfi = [env["DFI_EXECUTABLE"]]
         if not s.endpoint:
             raise PluginError("The plug-in does not know the daemon's endpoint.",
-                              "Re-run the installer (python install/gimp_plugin.py) or set DFI_ENDPOINT.")
+                              "Re-run the installer (dfi gimp install) or set DFI_ENDPOINT.")
         return s
 
 
@@ -276,7 +276,7 @@ def _start_daemon(settings: Settings, status: Status, pulse: Callable[[], None])
     """Run ``dfi daemon start`` (it returns once the daemon answers), pulsing GIMP's progress bar."""
     if not settings.dfi:
         raise PluginError("The DFI daemon is not running and the plug-in does not know where 'dfi' is.",
-                          "Re-run the installer (python install/gimp_plugin.py), or start it with 'dfi daemon start'.")
+                          "Re-run the installer (dfi gimp install), or start it with 'dfi daemon start'.")
     argv = [*settings.dfi, "daemon", "start", "--endpoint", settings.endpoint,
             "--start-timeout", f"{settings.start_timeout_s:g}", *settings.daemon_args]
     status("Starting the DFI daemon (the first start loads VGG-19)...")

@@ -5,7 +5,7 @@ The GIMP side only: read the layer and the selection, show the dialog, send one
 request to the resident dfi daemon, drive GIMP's progress bar from its events and
 insert the results as new layers above the source. Everything that needs no GIMP
 lives in ``dfi_bridge``; the wire protocol is the daemon's own (``dfi_wire``).
-Installed by ``install/gimp_plugin.py``.
+Installed by ``dfi gimp install``.
 """
 
 import contextlib

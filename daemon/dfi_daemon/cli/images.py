@@ -124,15 +124,16 @@ def _attributes(args: argparse.Namespace) -> int:
 def add_image_options(p: argparse.ArgumentParser, resume: bool = False) -> None:
     """What every image command takes; ``resume``: keep existing outputs unless --overwrite (``dfi batch``)."""
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or globs (batch)")
-    p.add_argument("--quality", choices=P.QUALITIES,
+    t = p.add_argument_group("quality and method (defaults from the daemon and the attribute)")
+    t.add_argument("--quality", choices=P.QUALITIES,
                    help="quality preset (default balanced): the daemon chooses its iterations and working size for "
                         "its device ('dfi daemon status' lists them)")
-    p.add_argument("--iterations", type=int,
+    t.add_argument("--iterations", type=int,
                    help="reconstruction iterations, overriding the preset's (>=150 for quality)")
-    p.add_argument("-k", type=int, help="neighbours per set (source default)")
-    p.add_argument("--scaling", choices=P.SCALINGS, help="attribute vector scaling (attribute default)")
-    p.add_argument("--color", choices=P.COLOR_MODES, help="colour matching to the original (default channel)")
-    p.add_argument("--align", action=argparse.BooleanOptionalAction, default=None,
+    t.add_argument("-k", type=int, help="neighbours per set (source default)")
+    t.add_argument("--scaling", choices=P.SCALINGS, help="attribute vector scaling (attribute default)")
+    t.add_argument("--color", choices=P.COLOR_MODES, help="colour matching to the original (default channel)")
+    t.add_argument("--align", action=argparse.BooleanOptionalAction, default=None,
                    help="detect and align the face to the database's frame (default with a face database); "
                         "--no-align works on the whole image as it is")
     if resume:
@@ -144,7 +145,7 @@ def add_image_options(p: argparse.ArgumentParser, resume: bool = False) -> None:
                        help="leave out images whose outputs all exist (resume a batch); otherwise existing outputs "
                             "are replaced, with a warning")
     scale_options.add_ray_options(p)
-    common.add_connection_options(p)
+    common.add_connection_options(p)  # last: how to reach or start the daemon, after what the edit is
 
 
 def add_edit_options(p: argparse.ArgumentParser, attribute_help: str) -> None:
@@ -158,12 +159,14 @@ def add_edit_options(p: argparse.ArgumentParser, attribute_help: str) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("edit", help="change a facial attribute in one or more images (through the daemon)")
+    p = sub.add_parser("edit", help="change a facial attribute in one or more images (through the daemon)",
+                       usage="%(prog)s IMAGE [IMAGE ...] -a ATTRIBUTE [-s STRENGTHS] [options]")
     add_image_options(p)
     add_edit_options(p, "attribute name (see 'dfi attributes')")
     p.set_defaults(func=_edit)
 
-    p = sub.add_parser("inpaint", help="fill the masked region of one or more images from neighbour faces")
+    p = sub.add_parser("inpaint", help="fill the masked region of one or more images from neighbour faces",
+                       usage="%(prog)s IMAGE [IMAGE ...] -m MASK [options]")
     add_image_options(p)
     p.add_argument("--mask", "-m", required=True, help="mask file (white = fill); may use {stem} for batches")
     p.add_argument("--strength", "-s", type=float, help="fill strength (source default)")

@@ -20,37 +20,10 @@ from typing import Any
 
 import numpy as np
 
-ATTRIBUTE = "dark_glasses"
+from .. import samples
+from .sheet import contact_sheet
+
 LEARNT = "dark glasses learnt from 12 painted examples (jittered astronaut crops)"
-
-
-def write_examples(folder: Path, size: int = 128) -> tuple[Path, Path]:
-    """The two example folders; rewritten each time (cheap), so they always match this code."""
-    from PIL import Image
-
-    from .. import samples
-
-    without, with_ = folder / "without", folder / "with"
-    source, target = samples.glasses_sets(samples.aligned_portrait("astronaut", size))
-    for d, images in ((without, source), (with_, target)):
-        d.mkdir(parents=True, exist_ok=True)
-        for i, im in enumerate(images):
-            Image.fromarray(np.clip(im, 0, 255).astype(np.uint8)).save(d / f"astronaut_{i:02d}.png")
-    return without, with_
-
-
-def build_database(examples: Path, db: Path) -> Path:
-    from dfi_engine.faces import builder as dbb
-    from dfi_engine.faces import database as dbm
-
-    without, with_ = write_examples(examples)
-    plan = dbm.plan_from_folders(with_, without, ATTRIBUTE, "Dark glasses (painted examples)")
-    if (db / dbm.MANIFEST).is_file():  # the demo's own database from an earlier run: made anew, like the examples
-        import shutil
-
-        shutil.rmtree(db)
-    dbb.build(db, plan, 128, True, "5", 1, "build", progress=False)
-    return db
 
 
 def mouth_mask(photo: np.ndarray) -> np.ndarray:
@@ -74,11 +47,10 @@ def run_real(args: argparse.Namespace, endpoint: str, weights: str) -> dict[str,
     """Edit grace_hopper through a private daemon; returns what the sheet needs."""
     from dfi_wire import protocol as P
 
-    from .. import samples
     from . import common, imageio, launch
 
     out = Path(args.output)
-    db = build_database(out / "examples", out / "glasses.db")
+    db = samples.build_database(out / "examples", out / "glasses.db")
     photo = samples.portrait("grace_hopper")
     h, w = photo.shape[:2]
     wire = P.image_map(np.ascontiguousarray(photo).tobytes(), w, h, "RGB8")
@@ -89,11 +61,11 @@ def run_real(args: argparse.Namespace, endpoint: str, weights: str) -> dict[str,
     try:
         with client:
             attrs = {a["name"]: a for a in client.attributes().get("attributes", [])}
-            base = float(attrs[ATTRIBUTE]["default_strength"])
+            base = float(attrs[samples.ATTRIBUTE]["default_strength"])
             strengths = [float(s) for s in args.strength.split(",")] if args.strength else \
                 [round(base * f, 3) for f in (0.5, 1.0, 1.5)]
-            msg = P.edit_request(wire, ATTRIBUTE, strengths, iterations=args.iterations, k=12)
-            bar, on_event = common.progress_bar(f"demo {ATTRIBUTE}")
+            msg = P.edit_request(wire, samples.ATTRIBUTE, strengths, iterations=args.iterations, k=12)
+            bar, on_event = common.progress_bar(f"demo {samples.ATTRIBUTE}")
             try:
                 edited = client.run_job(msg, on_event)
             finally:
@@ -117,7 +89,6 @@ def run_real(args: argparse.Namespace, endpoint: str, weights: str) -> dict[str,
 
 def save_real(args: argparse.Namespace, r: dict[str, Any], t0: float) -> None:
     from . import imageio
-    from .demo import contact_sheet
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -125,7 +96,7 @@ def save_real(args: argparse.Namespace, r: dict[str, Any], t0: float) -> None:
     edited, photo = r["edited"], r["photo"]
     tiles, captions = [photo], ["input"]
     for s, wire in zip(edited["strengths"], edited["images"]):
-        path = out / f"demo_{ATTRIBUTE}_{s:g}.png"
+        path = out / f"demo_{samples.ATTRIBUTE}_{s:g}.png"
         imageio.save_result(wire, r["loaded"], path)
         tiles.append(np.asarray(imageio.to_pil(wire)))
         captions.append(f"glasses {s:g}")

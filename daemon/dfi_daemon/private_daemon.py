@@ -1,4 +1,4 @@
-"""A throwaway daemon process in its own folders, for the daemon benchmarks (and the tests' helper).
+"""A throwaway daemon process in its own folders, for the daemon benchmarks and the tests.
 
 Starts ``python -m dfi_daemon.server`` with its own runtime and state folders,
 waits until it answers, and is stopped on exit, so a benchmark never touches
@@ -18,8 +18,8 @@ from typing import Any
 from dfi_wire.client import Client, DaemonUnavailable
 from dfi_wire.keys import needs_keys
 
-from ..paths import LOCAL_KEYS
-from ..server.auth import ensure_keys
+from .paths import LOCAL_KEYS
+from .server.auth import ensure_keys
 
 
 class PrivateDaemon:

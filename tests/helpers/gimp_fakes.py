@@ -9,27 +9,42 @@ GIMP's Python is played by this interpreter (which has pyzmq and msgpack).
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from types import ModuleType
 
-from daemon_process import env_for
+from dfi_daemon.gimp.files import plugin_sources
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers.daemon_process import env_for
+
+REPO = Path(__file__).resolve().parents[2]
 INSTALLER = REPO / "install" / "gimp_plugin.py"
 
 
+_BRIDGE: list[ModuleType] = []
+
+
 def plugin_bridge() -> ModuleType:
-    """plugin/dfi_bridge.py under a private name: as ``dfi_bridge`` it would shadow the installed copy that
-    test_plugin_bridge.py imports from a plug-in folder."""
-    name = "dfi_bridge_of_the_checkout"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "plugin" / "dfi_bridge.py")
-        sys.modules[name] = importlib.util.module_from_spec(spec)  # registered: its dataclasses look it up
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
+    """The plug-in's ``dfi_bridge`` as ``dfi gimp install`` lays it out (flat, beside dfi_wire), imported from a
+    copy of the package data under the one name it has in GIMP; taken out of ``sys.modules`` again so that it
+    shadows no installed copy a later test imports (test_plugin_bridge.py)."""
+    if not _BRIDGE:
+        import dfi_wire.client  # noqa: F401  (the package's own wire, not the copy's)
+
+        folder = Path(tempfile.mkdtemp(prefix="dfi-plugin-"))
+        for dest, data, _ in plugin_sources():
+            (folder / dest).parent.mkdir(parents=True, exist_ok=True)
+            (folder / dest).write_bytes(data)
+        sys.path.insert(0, str(folder))
+        try:
+            _BRIDGE.append(importlib.import_module("dfi_bridge"))
+        finally:
+            sys.path.remove(str(folder))
+            sys.modules.pop("dfi_bridge", None)
+    return _BRIDGE[0]
 
 
 class FakeMachine:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dfi_daemon.bench.private_daemon import PrivateDaemon
+from dfi_daemon.private_daemon import PrivateDaemon
 
 
 class DaemonProcess(PrivateDaemon):

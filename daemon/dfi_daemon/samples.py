@@ -138,3 +138,33 @@ def glasses_scores(result: np.ndarray, photo: np.ndarray) -> dict[str, float]:
             "change_in": float(np.abs(result - photo)[inside].mean()),
             "psnr_out": psnr(result, photo, outside),
             "hf": high_frequency(result - photo, face & outside)}
+
+
+ATTRIBUTE = "dark_glasses"  # the painted attribute's name in the example database
+
+
+def write_examples(folder: Path, size: int = 128) -> tuple[Path, Path]:
+    """The two example folders; rewritten each time (cheap), so they always match this code."""
+    from PIL import Image
+
+    without, with_ = folder / "without", folder / "with"
+    source, target = glasses_sets(aligned_portrait("astronaut", size))
+    for d, images in ((without, source), (with_, target)):
+        d.mkdir(parents=True, exist_ok=True)
+        for i, im in enumerate(images):
+            Image.fromarray(np.clip(im, 0, 255).astype(np.uint8)).save(d / f"astronaut_{i:02d}.png")
+    return without, with_
+
+
+def build_database(examples: Path, db: Path) -> Path:
+    from dfi_engine.faces import builder as dbb
+    from dfi_engine.faces import database as dbm
+
+    without, with_ = write_examples(examples)
+    plan = dbm.plan_from_folders(with_, without, ATTRIBUTE, "Dark glasses (painted examples)")
+    if (db / dbm.MANIFEST).is_file():  # the demo's own database from an earlier run: made anew, like the examples
+        import shutil
+
+        shutil.rmtree(db)
+    dbb.build(db, plan, 128, True, "5", 1, "build", progress=False)
+    return db

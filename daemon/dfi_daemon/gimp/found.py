@@ -3,13 +3,8 @@
 GIMP keeps one profile per major.minor (``~/.config/GIMP/3.0``, ``…/3.2``) and a new minor
 version does not carry plug-in folders over from the old one, so "where is GIMP's plug-in
 folder" has one answer per installed version. This module is the one source of truth for
-that question, shared by the installer (``install/gimp_plugin.py``) and ``dfi doctor``:
-
-* It lives inside the ``dfi_daemon`` package because ``dfi doctor`` must work from the
-  installed package, which does not ship ``install/``.
-* It uses the standard library only and imports nothing of its own package (no relative
-  imports), because the installer must run with a bare system Python from the checkout:
-  it loads this file by path (``install/plugin_targets.py``), without ``dfi_daemon``.
+that question, shared by the installer (``dfi gimp install``) and ``dfi doctor``; standard
+library only.
 
 Found from: versioned binaries on PATH (``gimp-3.2``, ``gimp-console-3.2``; plain ``gimp``,
 ``gimp-3``, ``gimp-console`` by their ``--version``), ``flatpak info org.gimp.GIMP``, macOS
@@ -34,14 +29,14 @@ from pathlib import Path
 NAME = "gimp-dfi"  # the plug-in's folder and entry point name (GIMP wants plug-ins/NAME/NAME.py)
 FLATPAK_ID = "org.gimp.GIMP"
 MANIFEST = "install-manifest.json"
-CONFIG = "gimp-dfi.json"  # plugin/dfi_bridge.py CONFIG_NAME
-KEYS = "keys"  # plugin/dfi_bridge.py KEYS_DIR: the CURVE keys the plug-in presents on tcp:// endpoints
-PLUGIN_FILES = (  # (source in the checkout, destination in the plug-in folder, mode)
-    ("plugin/gimp-dfi.py", "gimp-dfi.py", 0o755),
-    ("plugin/dfi_bridge.py", "dfi_bridge.py", 0o644),
-    ("plugin/dfi_preview.py", "dfi_preview.py", 0o644),  # the live preview window (GTK; interactive runs)
+CONFIG = "gimp-dfi.json"  # dfi_plugin/dfi_bridge.py CONFIG_NAME
+KEYS = "keys"  # dfi_plugin/dfi_bridge.py KEYS_DIR: the CURVE keys the plug-in presents on tcp:// endpoints
+PLUGIN_FILES = (  # (file of the dfi_plugin package, destination in the plug-in folder, mode)
+    ("gimp-dfi.py", "gimp-dfi.py", 0o755),
+    ("dfi_bridge.py", "dfi_bridge.py", 0o644),
+    ("dfi_preview.py", "dfi_preview.py", 0o644),  # the live preview window (GTK; interactive runs)
 )
-WIRE = ("daemon/wire", "dfi_wire")  # the wire package, copied file for file under its import name
+WIRE = "dfi_wire"  # the wire package, copied file for file under its import name
 KINDS = ("linux", "flatpak", "macos", "windows")
 PROFILE_FOUND = "profile folder"  # how a GIMP known only by its profile folder (maybe removed since) is found
 NATIVE = {"Linux": "linux", "Darwin": "macos", "Windows": "windows"}

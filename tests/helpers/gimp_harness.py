@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 HERE = REPO / "tests" / "gimp"
 # GIMP version -> (Debian suite that packages it, environment variable for its root, default root)
 ROOTS = {
@@ -134,13 +134,15 @@ class Gimp:
         shutil.copy(HERE / "batch.py", self.work / "batch.py")
         self.runs = 0
 
-    def install(self, endpoint: str, keys_dir: Path | None = None) -> str:
-        """Install the plug-in into this session's profile with the project's installer; returns its report.
+    def install(self, endpoint: str, keys_dir: Path | None = None, dfi: list[str] | None = None) -> str:
+        """Install the plug-in into this session's profile with ``dfi gimp install``; returns its report.
 
-        ``keys_dir``: the test daemon's local CURVE keys (a tcp:// endpoint needs them in the plug-in).
+        ``keys_dir``: the test daemon's local CURVE keys (a tcp:// endpoint needs them in the plug-in);
+        ``dfi``: the dfi command to install with (default: this environment's).
         """
         keys = ["--keys-dir", str(keys_dir)] if keys_dir is not None else []
-        res = subprocess.run([sys.executable, str(REPO / "install" / "gimp_plugin.py"), "--root", str(self.root),
+        dfi = dfi or [sys.executable, "-m", "dfi_daemon.cli"]
+        res = subprocess.run([*dfi, "gimp", "install", "--root", str(self.root),
                               "--profile", self.profile, "--endpoint", endpoint, "--no-autostart", *keys],
                              capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, res.stdout + res.stderr

@@ -19,7 +19,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from plugin_targets import InstallError, gimps
+from . import found
+from .targets import InstallError
 
 VENDOR_PACKAGES = ("pyzmq", "msgpack")
 DISTRO_PACKAGES = {  # package manager -> (install command, package names)
@@ -43,21 +44,21 @@ print(json.dumps({"version": list(sys.version_info[:2]), "modules": ok}))
 _downloaded: dict[tuple, list[tuple[str, bytes]]] = {}  # two GIMPs with the same Python share one download
 
 
-def run_python(target: gimps.Gimp, code: str) -> subprocess.CompletedProcess:
+def run_python(target: found.Gimp, code: str) -> subprocess.CompletedProcess:
     try:
-        return gimps.run_python(target, code)
-    except gimps.GimpError as e:
+        return found.run_python(target, code)
+    except found.GimpError as e:
         raise InstallError(str(e)) from None
 
 
-def probe(target: gimps.Gimp) -> dict:
+def probe(target: found.Gimp) -> dict:
     res = run_python(target, IMPORT_CHECK)
     if res.returncode != 0:
         raise InstallError(f"GIMP's Python ({shlex.join(target.python)}) failed:\n{res.stderr.strip()[-800:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def distro_install(target: gimps.Gimp, log: list[str]) -> bool:
+def distro_install(target: found.Gimp, log: list[str]) -> bool:
     """Install the distro's python3-zmq / python3-msgpack when we may (root, known package manager)."""
     for tool, (cmd, pkgs) in DISTRO_PACKAGES.items():
         if shutil.which(tool) if target.root is None else (target.root / "usr/bin" / tool).exists():
@@ -74,7 +75,7 @@ def distro_install(target: gimps.Gimp, log: list[str]) -> bool:
     return False
 
 
-def wheel_platforms(target: gimps.Gimp) -> list[str]:
+def wheel_platforms(target: found.Gimp) -> list[str]:
     res = run_python(target, "import sysconfig, platform; print(sysconfig.get_platform(), platform.machine())")
     plat, machine = (res.stdout.split() + ["", ""])[:2]
     if plat.startswith("linux"):
@@ -91,20 +92,20 @@ def unpack(src: Path, log: list[str]) -> list[tuple[str, bytes]]:
     """The package folders of the newest pyzmq and msgpack wheel in ``src`` (no dist-info, no data)."""
     files: list[tuple[str, bytes]] = []
     for pkg in VENDOR_PACKAGES:  # one wheel per package, so nothing is unpacked over another version
-        found = sorted(src.glob(f"{pkg}-*.whl"))
-        if not found:
+        wheels = sorted(src.glob(f"{pkg}-*.whl"))
+        if not wheels:
             raise InstallError(f"No {pkg} wheel in {src}.")
-        with zipfile.ZipFile(found[-1]) as z:
+        with zipfile.ZipFile(wheels[-1]) as z:
             for info in z.infolist():
                 top = info.filename.split("/")[0]
                 if info.is_dir() or top.endswith((".dist-info", ".data")):
                     continue
                 files.append((info.filename, z.read(info)))
-        log.append(f"vendored {found[-1].name}")
+        log.append(f"vendored {wheels[-1].name}")
     return files
 
 
-def vendor_wheels(target: gimps.Gimp, version: list[int], wheel_dir: str | None,
+def vendor_wheels(target: found.Gimp, version: list[int], wheel_dir: str | None,
                   log: list[str]) -> list[tuple[str, bytes]]:
     """pyzmq and msgpack wheels for GIMP's Python version, unpacked (their package folders only)."""
     if wheel_dir:
@@ -127,17 +128,17 @@ def vendor_wheels(target: gimps.Gimp, version: list[int], wheel_dir: str | None,
     return _downloaded[key]
 
 
-def dependencies(target: gimps.Gimp, args: argparse.Namespace, log: list[str]) -> list[tuple[str, bytes]]:
+def dependencies(target: found.Gimp, args: argparse.Namespace, log: list[str]) -> list[tuple[str, bytes]]:
     """What to vendor for ``target`` (nothing when GIMP's Python has both, or can get them from the distro)."""
     if args.vendor == "never" or not target.python:
         return []
-    found = probe(target)
-    missing = [m for m, v in found["modules"].items() if v is None]
+    probed = probe(target)
+    missing = [m for m, v in probed["modules"].items() if v is None]
     if missing and target.system_python and args.vendor == "auto" and distro_install(target, log):
         missing = [m for m, v in probe(target)["modules"].items() if v is None]
     if args.vendor == "always" or missing:
         why = "as asked" if args.vendor == "always" else f"{', '.join(missing)} missing in GIMP's Python"
-        log.append(f"vendoring pyzmq and msgpack for Python {found['version'][0]}.{found['version'][1]} ({why})")
-        return vendor_wheels(target, found["version"], args.wheels, log)
-    log.append("GIMP's Python already has " + "; ".join(f"{m} {v}" for m, v in found["modules"].items()))
+        log.append(f"vendoring pyzmq and msgpack for Python {probed['version'][0]}.{probed['version'][1]} ({why})")
+        return vendor_wheels(target, probed["version"], args.wheels, log)
+    log.append("GIMP's Python already has " + "; ".join(f"{m} {v}" for m, v in probed["modules"].items()))
     return []

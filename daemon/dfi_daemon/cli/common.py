@@ -6,6 +6,7 @@ import argparse
 import os
 import subprocess
 import sys
+import time
 from typing import Any
 
 from dfi_wire.client import DEFAULT_TIMEOUT_S, Client, DaemonError
@@ -113,8 +114,7 @@ class ProgressBar:
                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
         bar, kind = self.bar, ev.get("type")
         if kind == "accepted":
-            about = f", about {ev['estimate_s']:.0f} s" if ev.get("estimate_s") else ""
-            bar.set_postfix_str((f"queued, {ev['position']} ahead" if ev.get("position") else "starting") + about)
+            bar.set_postfix_str(accepted_text(ev))
         elif kind == "progress":
             done = int(round(100 * float(ev.get("fraction", 0.0))))
             if done > bar.n:
@@ -129,7 +129,40 @@ class ProgressBar:
             self.bar.close()
 
 
-def progress_bar(desc: str) -> tuple[ProgressBar, ProgressBar]:
+class ProgressLines:
+    """The same events as plain lines, at most one per ``every`` seconds (and the last): for a log, CI or
+    ``2>file``, where a bar's carriage-return redraws would pile up."""
+
+    def __init__(self, desc: str, every: float = 5.0) -> None:
+        self.desc, self.every = desc, every
+        self.start = time.monotonic()
+        self.last = -every
+
+    def say(self, text: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.last >= self.every:
+            self.last = now
+            print(f"{self.desc}: {text} ({now - self.start:.0f} s)", file=sys.stderr, flush=True)
+
+    def __call__(self, ev: dict[str, Any]) -> None:
+        kind = ev.get("type")
+        if kind == "accepted":
+            self.say(accepted_text(ev), force=True)
+        elif kind == "progress":
+            self.say(f"{100 * float(ev.get('fraction', 0.0)):3.0f}% {ev.get('message', ev.get('stage', ''))}")
+        elif kind == "result":
+            self.say(f"done in {ev.get('seconds', 0):.1f} s", force=True)
+
+    def close(self) -> None:
+        pass
+
+
+def accepted_text(ev: dict[str, Any]) -> str:
+    about = f", about {ev['estimate_s']:.0f} s" if ev.get("estimate_s") else ""
+    return (f"queued, {ev['position']} ahead" if ev.get("position") else "starting") + about
+
+
+def progress_bar(desc: str) -> tuple[ProgressBar | ProgressLines, ProgressBar | ProgressLines]:
     """(object to close, event callback): the same object, kept as a pair for call sites' clarity."""
-    bar = ProgressBar(desc)
+    bar = ProgressBar(desc) if sys.stderr.isatty() else ProgressLines(desc)
     return bar, bar

@@ -14,7 +14,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from plugin_targets import REPO, InstallError, gimps, split
+from .. import paths
+from . import found
+from .files import installed_from
+from .targets import split
 
 FLATPAK_ENDPOINT = "tcp://127.0.0.1:5557"  # the Flatpak sandbox cannot see the user's runtime dir
 
@@ -24,43 +27,38 @@ def default_dfi() -> list[str]:
     here = Path(sys.executable).parent / ("dfi.exe" if os.name == "nt" else "dfi")
     if here.exists():
         return [str(here)]
-    found = shutil.which("dfi")
-    return [found] if found else []
+    on_path = shutil.which("dfi")
+    return [on_path] if on_path else []
 
 
 def default_endpoint(kind: str) -> str:
     if kind == "flatpak":
         return FLATPAK_ENDPOINT
-    try:
-        from dfi_daemon import paths  # present when run with the project's venv
-
-        return paths.default_endpoint()
-    except ImportError:
-        return ""
+    return paths.default_endpoint()
 
 
 def read_config(folder: Path) -> dict:
     try:
-        raw = json.loads((folder / gimps.CONFIG).read_text())
+        raw = json.loads((folder / found.CONFIG).read_text())
     except (OSError, ValueError):
         return {}
     return raw if isinstance(raw, dict) else {}
 
 
-def previous(target: gimps.Gimp, others: list[gimps.Gimp]) -> tuple[dict, str]:
+def previous(target: found.Gimp, others: list[found.Gimp]) -> tuple[dict, str]:
     """(recorded settings, where from): this profile's install, else another version's of the same kind."""
     own = read_config(target.folder)
     if own:
         return own, ""
-    for other in sorted(others, key=lambda g: gimps.version_key(g.version), reverse=True):
+    for other in sorted(others, key=lambda g: found.version_key(g.version), reverse=True):
         if other.kind == target.kind and other.profile != target.profile:
-            found = read_config(other.folder)
-            if found:
-                return found, other.label
+            recorded = read_config(other.folder)
+            if recorded:
+                return recorded, other.label
     return {}, ""
 
 
-def settings(args: argparse.Namespace, target: gimps.Gimp, others: list[gimps.Gimp], notes: list[str]) -> dict:
+def settings(args: argparse.Namespace, target: found.Gimp, others: list[found.Gimp], notes: list[str]) -> dict:
     """The settings to record for ``target``; ``notes`` gets what the user should know about them."""
     old, source = previous(target, others)
     if source:
@@ -79,19 +77,16 @@ def settings(args: argparse.Namespace, target: gimps.Gimp, others: list[gimps.Gi
             dfi = ["flatpak-spawn", "--host", *dfi]
     if dfi and dfi[0] == "flatpak-spawn":
         notes.append("Flatpak GIMP can start the daemon only with permission to run host commands: "
-                     f"flatpak override --user --talk-name=org.freedesktop.Flatpak {gimps.FLATPAK_ID} "
+                     f"flatpak override --user --talk-name=org.freedesktop.Flatpak {found.FLATPAK_ID} "
                      f"(or start it yourself: dfi daemon start --endpoint {FLATPAK_ENDPOINT}).")
     endpoint = args.endpoint or old.get("endpoint")
     if not endpoint:
         # a root or sandbox cannot see the user's runtime folder: loopback TCP reaches the host's daemon
         endpoint = FLATPAK_ENDPOINT if target.root is not None else default_endpoint(target.kind)
-    if not endpoint:
-        raise InstallError("Could not work out the daemon's endpoint: run this installer with the project's "
-                           "Python (.venv/bin/python install/gimp_plugin.py) or pass --endpoint.")
     autostart = args.autostart if args.autostart is not None else old.get("autostart_requested", True)
     if autostart and not dfi:
         notes.append("No 'dfi' to start the daemon with: automatic start is off until you pass --dfi "
                      f"(start it yourself: dfi daemon start --endpoint {endpoint}).")
     daemon_args = split(args.daemon_args) if args.daemon_args is not None else old.get("daemon_args", [])
     return {"endpoint": endpoint, "dfi": dfi, "daemon_args": daemon_args, "autostart": bool(autostart and dfi),
-            "autostart_requested": autostart, "installed_from": str(REPO)}
+            "autostart_requested": autostart, "installed_from": installed_from()}

@@ -2,7 +2,7 @@
 
 A GIMP upgrade (3.0 → 3.2) starts from a new profile without the plug-in, so the menu vanishes
 without an error anywhere; this command is where that becomes visible. For each GIMP found by
-``dfi_daemon.gimps`` (the installer's own detection) it says, one line per check: whether the
+``dfi_daemon.gimp.found`` (the installer's own detection) it says, one line per check: whether the
 plug-in is installed there and its files are intact and the same as this gimp-dfi's, whether GIMP
 registered its procedures (GIMP's ``pluginrc``), optionally whether that GIMP's Python loads it
 (``--python-check``), which endpoint it uses and whether its CURVE keys are the daemon's; then,
@@ -22,7 +22,11 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .. import gimps, paths
+from .. import paths
+from ..gimp import found as gimps
+from ..gimp.config import default_dfi
+from ..gimp.files import installed_from, plugin_sources
+from . import gpu
 
 OK, NOTE, FIX = "ok", "note", "fix"
 
@@ -49,47 +53,34 @@ def sha256(path: Path) -> str | None:
         return None
 
 
-def package_checkout() -> Path | None:
-    """The checkout this dfi runs from (an editable install), which holds plugin/ and install/."""
-    repo = Path(__file__).resolve().parents[2]
-    return repo if (repo / "plugin" / "gimp-dfi.py").is_file() else None
+def expected_sources() -> tuple[dict[str, str], str]:
+    """({file in the plug-in folder: sha256} of this gimp-dfi's plug-in and wire files, where they come from)."""
+    out = {dest: hashlib.sha256(data).hexdigest() for dest, data, _ in plugin_sources()}
+    return out, installed_from()
 
 
-def expected_sources(manifest: dict) -> tuple[dict[str, str], str]:
-    """({file in the plug-in folder: sha256} of this gimp-dfi's plug-in files, where they come from)."""
-    import dfi_wire
-
-    repo = package_checkout() or Path(manifest.get("installed_from") or "/nonexistent")
-    out = {dest: h for src, dest, _ in gimps.PLUGIN_FILES if (h := sha256(repo / src))}
-    wire = Path(dfi_wire.__file__).resolve().parent  # the package's own wire: what this dfi's daemon speaks
-    out.update({f"{gimps.WIRE[1]}/{f.name}": h for f in sorted(wire.glob("*.py")) if (h := sha256(f))})
-    return out, str(repo)
-
-
-def installer_argv(args: argparse.Namespace, versions: list[str], manifests: list[dict]) -> list[str] | None:
-    """The installer command for ``versions`` (None when no checkout with the installer is known)."""
-    text = installer_command(args, versions, manifests)
-    if not text.startswith("run ") or text.endswith("checkout"):
-        return None
-    argv = shlex.split(text.removeprefix("run "))
+def installer_argv(args: argparse.Namespace, versions: list[str], manifests: list[dict]) -> list[str]:
+    """The installer as --fix runs it: this dfi's own ``dfi gimp install``, as the earlier install was checked."""
+    argv = [sys.executable, "-m", "dfi_daemon.cli", "gimp", "install", *_install_options(args, versions)]
     earlier = next((m["gimp_python"] for m in manifests if m.get("gimp_python")), None)
-    return argv + ["--gimp-python", shlex.join(earlier)] if earlier else argv  # as the earlier install was checked
+    return argv + ["--gimp-python", shlex.join(earlier)] if earlier else argv
 
 
-def installer_command(args: argparse.Namespace, versions: list[str], manifests: list[dict]) -> str:
+def installer_command(args: argparse.Namespace, versions: list[str], manifests: list[dict] | None = None) -> str:
     """The command that installs into ``versions``, as this user would type it."""
-    repos = [package_checkout()] + [Path(m["installed_from"]) for m in manifests if m.get("installed_from")]
-    script = next((r / "install" / "gimp_plugin.py" for r in repos if r and (r / "install" / "gimp_plugin.py")
-                   .is_file()), None)
-    argv = [sys.executable, str(script)] if script else ["python", "install/gimp_plugin.py"]
+    dfi = default_dfi() or ["dfi"]  # this environment's dfi, so the command works as printed
+    return "run " + shlex.join([*dfi, "gimp", "install", *_install_options(args, versions)])
+
+
+def _install_options(args: argparse.Namespace, versions: list[str]) -> list[str]:
+    argv: list[str] = []
     for flag in ("root", "profile"):
         if getattr(args, flag, None):
             argv += [f"--{flag}", getattr(args, flag)]
     for v in versions:
         if v and not args.profile:
             argv += ["--gimp-version", v]
-    text = "run " + shlex.join(argv)
-    return text if script else text + " in the gimp-dfi checkout"
+    return argv
 
 
 def read_json(path: Path) -> tuple[dict | None, str]:
@@ -115,8 +106,8 @@ def file_checks(g: gimps.Gimp, manifest: dict) -> Check:
         what = (f"{len(missing)} files missing ({', '.join(missing[:3])})" if missing else
                 f"{len(changed)} files changed since the install ({', '.join(changed[:3])})")
         return Check(FIX, label, f"the install in {folder} is damaged: {what}", "")
-    want, origin = expected_sources(manifest)
-    have = {f: sha256(folder / f) for f in listed if f in want or f.startswith(f"{gimps.WIRE[1]}/")}
+    want, origin = expected_sources()
+    have = {f: sha256(folder / f) for f in listed if f in want or f.startswith(f"{gimps.WIRE}/")}
     differ = sorted(f for f in set(want) | set(have) if want.get(f) != have.get(f))
     version = manifest.get("version", "?")
     if differ:
@@ -260,7 +251,8 @@ def daemon_check(endpoint: str, users: list[tuple[gimps.Gimp, dict]], timeout: f
 
 
 def diagnose(args: argparse.Namespace) -> tuple[list[Check], dict[str, list[dict]]]:
-    """Every check, and what was found: {"gimps": [...], "daemons": [...]} (for --json)."""
+    """Every check, and what was found: {"gimps": [...], "daemons": [...]} (for --json); the daemons only
+    unless ``args.gimp_only`` (``dfi gimp status``)."""
     host = gimps.Host(root=Path(args.root).resolve() if args.root else None)
     try:
         versions = gimps.parse_versions(args.gimp_version)
@@ -297,12 +289,21 @@ def diagnose(args: argparse.Namespace) -> tuple[list[Check], dict[str, list[dict
             checks.append(check)
         if config.get("endpoint"):
             users.setdefault(config["endpoint"], []).append((g, config))
-    for endpoint, who in users.items():
+    for endpoint, who in ({} if getattr(args, "gimp_only", False) else users).items():
         check, info = daemon_check(endpoint, who, args.timeout)
         check.topic = "daemon"
         checks.append(check)
         seen["daemons"].append({"endpoint": endpoint, "running": bool(info), **info})
+    if not getattr(args, "gimp_only", False):
+        checks.append(gpu_check())
     return checks, seen
+
+
+def gpu_check() -> Check:
+    """A GPU that this environment's torch cannot use is a fix with the exact install command."""
+    kind = gpu.gpu_present()
+    fine, message, fix = gpu.check(kind, gpu.torch_sees() if kind else None)
+    return Check(OK if fine else FIX, "torch", message, f"run {fix}" if fix else "", "gpu")
 
 
 def python_check(g: gimps.Gimp, manifest: dict) -> Check:
@@ -333,7 +334,8 @@ def _fix(checks: list[Check]) -> bool:
     return bool(commands)
 
 
-def _doctor(args: argparse.Namespace) -> int:
+def report(args: argparse.Namespace) -> int:
+    """Print the checks (or JSON), after running the fixes with --fix; exit 1 while something needs fixing."""
     checks, seen = diagnose(args)
     problems = [c for c in checks if c.status == FIX]
     if problems and args.fix and _fix(problems):
@@ -362,4 +364,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fix", action="store_true",
                    help="run the installer for every GIMP that lacks the plug-in or has a stale copy (e.g. after "
                         "upgrading GIMP), then check again")
-    p.set_defaults(func=_doctor)
+    p.set_defaults(func=report)

@@ -13,7 +13,7 @@ import os
 import sys
 
 from .. import bench
-from . import batch, daemon_cmd, db, demo, doctor, images
+from . import batch, daemon_cmd, db, demo, doctor, gimp_cmd, images
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     db.register(sub)
     bench.register(sub)
     doctor.register(sub)
+    gimp_cmd.register(sub)
     return parser
 
 

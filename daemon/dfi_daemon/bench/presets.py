@@ -23,8 +23,8 @@ import numpy as np
 from dfi_wire import protocol as P
 
 from .. import samples
+from ..private_daemon import PrivateDaemon
 from .plan import choose
-from .private_daemon import PrivateDaemon
 
 PORTRAIT_SIDE = 1000  # px: the longer side of the "high-resolution portrait" case
 
@@ -41,7 +41,7 @@ def _photos() -> dict[str, np.ndarray]:
 
 
 def run(args: argparse.Namespace, log: Callable[[str], None], device: str) -> dict[str, Any]:
-    from ..cli.demo_real import ATTRIBUTE, build_database
+    from ..samples import ATTRIBUTE, build_database
 
     qualities = choose(args.presets, P.QUALITIES, "--presets") or [P.DEFAULT_QUALITY]
     base = Path(tempfile.mkdtemp(prefix="dfi-bench-presets-"))

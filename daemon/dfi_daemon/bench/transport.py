@@ -18,7 +18,7 @@ import time
 
 from dfi_wire import protocol as P
 
-from .private_daemon import PrivateDaemon
+from ..private_daemon import PrivateDaemon
 
 
 def _ms(xs: list[float]) -> str:

@@ -10,12 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
+from importlib import metadata, resources
 from pathlib import Path
 
-from plugin_targets import REPO, InstallError, gimps
+import dfi_plugin
+import dfi_wire
+
+from . import found
+from .targets import InstallError
 
 
 def write(dest: Path, data: bytes, mode: int) -> None:
@@ -34,11 +38,11 @@ def write(dest: Path, data: bytes, mode: int) -> None:
 
 def read_manifest(folder: Path) -> list[str]:
     try:
-        return list(json.loads((folder / gimps.MANIFEST).read_text())["files"])
+        return list(json.loads((folder / found.MANIFEST).read_text())["files"])
     except FileNotFoundError:
         return []
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise InstallError(f"{folder / gimps.MANIFEST} is unreadable ({e}); remove {folder} by hand.") from None
+        raise InstallError(f"{folder / found.MANIFEST} is unreadable ({e}); remove {folder} by hand.") from None
 
 
 def remove_files(folder: Path, names: list[str]) -> int:
@@ -59,23 +63,35 @@ def remove_files(folder: Path, names: list[str]) -> int:
 
 
 def package_version() -> str:
-    """The project's version, from pyproject.toml (stdlib only: tomllib is 3.11+)."""
+    """The installed project's version (the wheel's or the editable install's metadata)."""
     try:
-        m = re.search(r'^version\s*=\s*"([^"]+)"', (REPO / "pyproject.toml").read_text(), re.MULTILINE)
-    except OSError:
+        return metadata.version("gimp-dfi")
+    except metadata.PackageNotFoundError:
         return "?"
-    return m.group(1) if m else "?"
+
+
+def installed_from() -> str:
+    """Where the installing package lives: a checkout's folder or a venv's site-packages."""
+    return str(Path(dfi_plugin.__file__).resolve().parent.parent)
+
+
+def plugin_sources() -> list[tuple[str, bytes, int]]:
+    """(destination, bytes, mode) of the plug-in and the wire package, read from the installed packages
+    themselves, so what lands in GIMP is byte for byte the package data of this ``dfi``."""
+    plugin = resources.files(dfi_plugin)
+    out = [(dest, plugin.joinpath(src).read_bytes(), mode) for src, dest, mode in found.PLUGIN_FILES]
+    wire = Path(dfi_wire.__file__).resolve().parent
+    out += [(f"{found.WIRE}/{src.name}", src.read_bytes(), 0o644) for src in sorted(wire.glob("*.py"))]
+    return out
 
 
 def payload(config: dict, vendored: list[tuple[str, bytes]], keys: list[tuple[str, bytes]]) -> list[tuple[str, bytes,
                                                                                                           int]]:
     """(path in the plug-in folder, bytes, mode) of everything one install writes."""
-    out = [(dest, (REPO / src).read_bytes(), mode) for src, dest, mode in gimps.PLUGIN_FILES]
-    src_dir, dest_dir = gimps.WIRE
-    out += [(f"{dest_dir}/{src.name}", src.read_bytes(), 0o644) for src in sorted((REPO / src_dir).glob("*.py"))]
-    out.append((gimps.CONFIG, (json.dumps(config, indent=2) + "\n").encode(), 0o644))
+    out = plugin_sources()
+    out.append((found.CONFIG, (json.dumps(config, indent=2) + "\n").encode(), 0o644))
     out += [(f"vendor/{rel}", data, 0o755 if rel.endswith(".so") else 0o644) for rel, data in vendored]
-    out += [(f"{gimps.KEYS}/{rel}", data, 0o600) for rel, data in keys]
+    out += [(f"{found.KEYS}/{rel}", data, 0o600) for rel, data in keys]
     return out
 
 
@@ -84,14 +100,14 @@ def install_files(folder: Path, files: list[tuple[str, bytes, int]], python: lis
 
     The manifest also records ``python``, the GIMP Python the install was checked with, for
     ``dfi doctor --python-check``."""
-    if any(rel.startswith(f"{gimps.KEYS}/") for rel, _, _ in files):
-        keys = folder / gimps.KEYS
+    if any(rel.startswith(f"{found.KEYS}/") for rel, _, _ in files):
+        keys = folder / found.KEYS
         keys.mkdir(mode=0o700, parents=True, exist_ok=True)
         keys.chmod(0o700)
     for rel, data, mode in files:
         write(folder / rel, data, mode)
     written = [rel for rel, _, _ in files]
-    manifest = {"files": [*written, gimps.MANIFEST], "version": package_version(), "installed_from": str(REPO),
+    manifest = {"files": [*written, found.MANIFEST], "version": package_version(), "installed_from": installed_from(),
                 "gimp_python": python, "sha256": {rel: hashlib.sha256(data).hexdigest() for rel, data, _ in files}}
-    write(folder / gimps.MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode(), 0o644)
+    write(folder / found.MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode(), 0o644)
     return written
