@@ -41,6 +41,7 @@ COLOR_MODES = ("channel", "global", "none")
 # Quality presets: the daemon decides what each costs on its device (iterations, working size); explicit
 # ``iterations`` / ``work_size`` options override the preset's. A request naming none gets "balanced".
 QUALITIES = ("fast", "balanced", "best")
+COMPONENTS = ("shape", "tone", "texture")  # an edit's parts: warp, low-passed colour change, DFI's inversion
 DEFAULT_QUALITY = "balanced"
 
 # Error codes: (meaning, default hint). Engine errors (bad_input, image_too_small, ...) reuse their codes.
@@ -54,6 +55,8 @@ ERRORS: dict[str, str] = {
     "image_too_large": "The image has more pixels than the daemon's limit.",
     "queue_full": "The daemon's job queue is full; retry later or cancel a job.",
     "unknown_job": "No queued or running job has that id.",
+    "unread_replies": "This client has too many replies it has not read; read them before sending more.",
+    "id_in_use": "Another request of this client, still queued or running, has that id; use a new id.",
     "unknown_attribute": "The neighbour source does not define that attribute; run 'dfi attributes'.",
     "no_database": "The daemon has no neighbour database loaded.",
     "align_unavailable": "The neighbour source has no face frame to align to; send align=false.",
@@ -249,12 +252,29 @@ _OPTION_CHECKS = {
     "preview": lambda f, v: _float(f, v, 0.0, 3600.0),
     "work_size": lambda f, v: _int(f, v, 0, MAX_WORK_SIZE),
     "quality": lambda f, v: _str(f, v, QUALITIES),
+    "components": lambda f, v: _components(f, v),
 }
 MAX_WORK_SIZE = 4096  # px: the largest side an aligned face is edited at (0 = the database's own)
-EDIT_OPTIONS = ("iterations", "k", "scaling", "color", "align", "feather", "preview", "work_size", "quality")
+EDIT_OPTIONS = ("iterations", "k", "scaling", "color", "align", "feather", "preview", "work_size", "quality",
+                "components")
 INPAINT_OPTIONS = ("iterations", "k", "scaling", "color", "align", "preview", "work_size", "quality")
 PREVIEW_MIN_S = 0.5  # previews come at most this often, whatever a request asks
 PREVIEW_MAX_SIDE = 256  # a preview's longer side, in pixels
+
+
+def _components(field: str, v: Any) -> list[str]:
+    """A non-empty list of distinct COMPONENTS (e.g. ["shape", "tone"]: the instant part, no optimisation)."""
+    if not isinstance(v, list) or not v or len(v) > len(COMPONENTS):
+        raise _bad(field, f"must be a non-empty list of {', '.join(COMPONENTS)}")
+    names = [_str(f"{field}[{i}]", x, COMPONENTS) for i, x in enumerate(v)]
+    if len(set(names)) != len(names):
+        raise _bad(field, "lists a component twice")
+    return [c for c in COMPONENTS if c in names]
+
+
+def validate_option(name: str, value: Any) -> Any:
+    """One option checked as a request's would be (for clients that check before sending)."""
+    return _OPTION_CHECKS[name](f"options.{name}", value)
 
 
 def _options(field: str, v: Any, allowed: tuple[str, ...]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from dfi_wire import protocol as P
 
 from .auth import ensure_keys
 from .config import Config
-from .delivered import Delivered
+from .delivered import Delivered, digest
 from .endpoint import EndpointLock
 from .front_link import FrontLink
 from .jobs import ClientWatch, Job, JobQueue, QueueFull
@@ -143,7 +143,7 @@ class Daemon:
             self.queue.cancel(job.id, "client_gone")  # running: stops at its next iteration
             if job.state == "cancelled":  # was waiting: removed, and nobody is listening
                 self.jobs.pop(job.id, None)
-                self.delivered.forget_request(job.client, job.req_id)
+                self.delivered.forget_request(job.client, job.req_id, job.id)
         self.watch.forget_except({j.client for j in self.jobs.values()})
 
     def _send(self, client: bytes, msg: dict[str, Any]) -> None:
@@ -157,15 +157,18 @@ class Daemon:
             msg = P.unpack(frames[1], self.cfg.max_message_bytes)
             req_id = P.request_id(msg)
             req = P.validate_request(msg, self.limits)
-            self._dispatch(client, req)
+            self._dispatch(client, req, frames[1])
         except P.ProtocolError as e:
             self._send(client, P.error_reply(e.code, e.message, e.hint, req_id, **e.extra))
         except Exception as e:  # never let one message take the daemon down
             log.exception("internal error handling a request")
             self._send(client, P.error_reply("internal_error", f"Internal error: {type(e).__name__}.", None, req_id))
 
-    def _dispatch(self, client: bytes, req: dict[str, Any]) -> None:
+    def _dispatch(self, client: bytes, req: dict[str, Any], frame: bytes) -> None:
         op, rid = req["op"], req["id"]
+        if op in ("edit", "inpaint"):
+            self._job_request(client, req, frame)
+            return
         if op == "hello":
             common = sorted(set(req.get("versions", [P.PROTOCOL_VERSION])) & set(P.SUPPORTED_VERSIONS))
             if not common:
@@ -189,23 +192,6 @@ class Daemon:
                                        source=src.label if src else None, synthetic=bool(src and src.synthetic)))
         elif op == "echo":
             self._send(client, P.reply("echo", rid, image=req["image"].to_wire()))
-        elif op in ("edit", "inpaint") and self._resubmitted(client, rid):
-            return
-        elif op in ("edit", "inpaint"):
-            self.runner.check(req)
-            job = Job(self.queue.new_id(), client, rid, req)
-            try:
-                ahead = self.queue.submit(job)
-            except QueueFull:
-                running, waiting = self.queue.snapshot()
-                raise P.ProtocolError(
-                    "queue_full", f"The daemon's queue is full ({len(waiting)} waiting, "
-                    f"{1 if running else 0} running).",
-                    "Try again when a job has finished, or cancel one; 'dfi daemon status' shows the queue.") from None
-            self.jobs[job.id] = job
-            self.delivered.accepted(client, rid, job.id)
-            log.info("%s: %s accepted (%d ahead)", job.id, op, ahead)
-            self._accepted(client, rid, job.id, ahead, self._estimate(req))
         elif op == "heartbeat":
             states = {}
             for jid in req.get("jobs", []):
@@ -242,6 +228,27 @@ class Daemon:
             self._send(client, P.reply("bye", rid, message="The daemon is shutting down."))
             self.stopping.set()
 
+    def _job_request(self, client: bytes, req: dict[str, Any], frame: bytes) -> None:
+        """An edit or inpaint: a resend of a request already taken is answered for its job, never run twice."""
+        rid = req["id"]
+        request_digest = digest(frame) if rid is not None else b""
+        if self._resubmitted(client, rid, request_digest):
+            return
+        self.runner.check(req)
+        job = Job(self.queue.new_id(), client, rid, req)
+        try:
+            ahead = self.queue.submit(job)
+        except QueueFull:
+            running, waiting = self.queue.snapshot()
+            raise P.ProtocolError(
+                "queue_full", f"The daemon's queue is full ({len(waiting)} waiting, "
+                f"{1 if running else 0} running).",
+                "Try again when a job has finished, or cancel one; 'dfi daemon status' shows the queue.") from None
+        self.jobs[job.id] = job
+        self.delivered.accepted(client, rid, job.id, request_digest)
+        log.info("%s: %s accepted (%d ahead)", job.id, req["op"], ahead)
+        self._accepted(client, rid, job.id, ahead, self._estimate(req))
+
     def _accepted(self, client: bytes, rid: Any, job: str, ahead: int, estimate: float | None = None) -> None:
         extra = {} if estimate is None else {"estimate_s": round(estimate, 1)}
         self._send(client, P.reply("accepted", rid, job=job, position=ahead,
@@ -255,11 +262,24 @@ class Daemon:
             log.exception("estimating a job's time")
             return None
 
-    def _resubmitted(self, client: bytes, rid: Any) -> bool:
-        """A job request sent again after a reconnect: answer for the job it already started, never run it twice."""
-        job = self.delivered.job_for(client, rid)
-        if job is None:
+    def _resubmitted(self, client: bytes, rid: Any, request_digest: bytes) -> bool:
+        """A job request sent again after a reconnect: answer for the job it already started, never run it twice.
+
+        Recognised by its bytes, not by its id alone: another request under the id of a finished job is a new
+        job (the id is free again once its final reply is out); under the id of a queued or running one it is
+        refused, since both jobs' replies would carry the same id.
+        """
+        known = self.delivered.job_for(client, rid)
+        if known is None:
             return False
+        job, was = known
+        if was != request_digest:
+            live = self.jobs.get(job)
+            if live is None:
+                return False
+            raise P.ProtocolError("id_in_use", f"Request id {rid!r} is the id of {job}, which is still {live.state}; "
+                                  "this request is another one.",
+                                  "Give every request a new id (a request sent again must be the very same bytes).")
         log.info("%s: request sent again after a reconnect", job)
         ahead = next((n for j, n in self.queue.positions() if j.id == job), 0)
         self._accepted(client, rid, job, ahead)

@@ -9,10 +9,14 @@ exits, which drops every connection (clients reconnect by themselves, keeping th
 routing ids), and the daemon starts a new one. The model, the queue and the jobs stay in
 the daemon, untouched.
 
-It also turns away what is not one frame, keeps each peer's send queue short (``Outbox``)
-and does the CURVE handshake. It speaks to the daemon over a private PAIR socket:
-``[client, payload]`` requests in, ``[client, payload, final]`` replies out, and
-``[b"", kind, text]`` control messages (ready, log, error, stop). Stdlib + pyzmq + the wire.
+It also turns away what is not one frame, bounds what waits for each peer by bytes
+(``Outbox``; a peer owed too much has no further request taken until it reads), and does
+the CURVE handshake. Requests on their way to the daemon are bounded by count: while the
+link is full the front reads nothing more, so a daemon that is behind slows its peers down
+(libzmq then stops reading their sockets) instead of making this process hold a flood.
+It speaks to the daemon over a private PAIR socket: ``[client, payload]`` requests in,
+``[client, payload, final]`` replies out, and ``[b"", kind, text]`` control messages
+(ready, log, error, stop). Stdlib + pyzmq + the wire.
 """
 
 from __future__ import annotations
@@ -27,10 +31,15 @@ from pathlib import Path
 import zmq
 from dfi_wire import protocol as P
 
-from .outbox import Outbox
+from .outbox import HELD_BYTES, Outbox
 
 EXIT_BUDGET = 75  # over the memory budget: the daemon starts a new front
 POLL_MS = 100
+LINK_QUEUE = 2  # requests on their way to the daemon (with as many in its own queue): each up to the message limit
+PEER_INPUT = 2  # requests libzmq reads ahead from one peer, each up to the message limit
+REFUSED = P.pack(P.error_reply(
+    "unread_replies", f"This client has more than {HELD_BYTES >> 20} MiB of replies it has not read; the request "
+    "was not taken.", "Read the replies (every request gets at least one) before sending more requests."))
 WATCH_S = 0.01  # how often the watchdog reads the resident memory (a flood adds hundreds of MiB a second)
 
 
@@ -48,6 +57,8 @@ class Front:
         self.ctx = zmq.Context()
         self.back = self.ctx.socket(zmq.PAIR)
         self.back.setsockopt(zmq.LINGER, 2000)
+        self.back.setsockopt(zmq.SNDHWM, LINK_QUEUE)
+        self.pending: list[zmq.Frame] | None = None  # a request the link did not take yet
         self.back.connect(args.backend)
         self.parent = os.getppid()
 
@@ -58,7 +69,7 @@ class Front:
         pub = self.ctx.socket(zmq.ROUTER)
         pub.setsockopt(zmq.LINGER, 500)
         pub.setsockopt(zmq.MAXMSGSIZE, self.args.max_message_bytes)
-        pub.setsockopt(zmq.RCVHWM, 8)  # per peer: a peer that sends faster than we serve it is slowed down
+        pub.setsockopt(zmq.RCVHWM, PEER_INPUT)  # per peer: a peer that sends faster than we serve it is slowed down
         self.outbox = Outbox(pub, self.args.hold_s)
         if self.args.curve_dir:
             from .auth import setup_curve
@@ -74,15 +85,22 @@ class Front:
         poller.register(pub, zmq.POLLIN)
         poller.register(self.back, zmq.POLLIN)
         while True:
-            ready = dict(poller.poll(10 if self.outbox.held else POLL_MS))  # waiting replies: retry soon
-            if pub in ready:
+            ready = dict(poller.poll(self.outbox.wait_ms() if self.outbox.held else POLL_MS))
+            if self.pending is not None and self._forward_pending():
+                poller.modify(pub, zmq.POLLIN)  # the daemon takes requests again: read the public socket again
+                poller.modify(self.back, zmq.POLLIN)
+            if pub in ready and self.pending is None:
                 for _ in range(100):
                     try:
                         frames = pub.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
-                    self.forward(pub, frames)
-            if self.back in ready:
+                    self.forward(frames)
+                    if self.pending is not None:  # the link is full: read no more until the daemon catches up
+                        poller.modify(pub, 0)
+                        poller.modify(self.back, zmq.POLLIN | zmq.POLLOUT)
+                        break
+            if self.back in ready and ready[self.back] & zmq.POLLIN:
                 while True:
                     try:
                         msg = self.back.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -122,7 +140,8 @@ class Front:
         self.back.close(linger=0)
         self.ctx.term()
 
-    def forward(self, pub: zmq.Socket, frames: list[zmq.Frame]) -> None:
+    def forward(self, frames: list[zmq.Frame]) -> None:
+        """One request on to the daemon, unless it is malformed or its peer is owed too much already."""
         client = frames[0].bytes
         if len(frames) != 2:
             count = len(frames) - 1
@@ -131,7 +150,21 @@ class Front:
                 "bad_message", f"Got {count} frames; a request is exactly one frame.",
                 "Use a DEALER socket and send one msgpack map per message.")))
             return
-        self.back.send_multipart(frames, copy=False)
+        if self.outbox.over(client):  # it does not read: what it asks for would only pile up here
+            del frames[1:]
+            self.outbox.send(client, REFUSED)
+            return
+        self.pending = frames
+        self._forward_pending()
+
+    def _forward_pending(self) -> bool:
+        """Hand the waiting request to the daemon if the link takes it; True once it has."""
+        try:
+            self.back.send_multipart(self.pending, zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return False
+        self.pending = None
+        return True
 
 
 def main(argv: list[str] | None = None) -> int:

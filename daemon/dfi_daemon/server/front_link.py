@@ -20,7 +20,7 @@ from dfi_wire import protocol as P
 
 from .. import paths
 from .config import EXIT_ERROR, EXIT_RUNNING, Config, StartError
-from .front import EXIT_BUDGET
+from .front import EXIT_BUDGET, LINK_QUEUE
 
 log = logging.getLogger("dfi.daemon")
 START_TIMEOUT_S = 30.0
@@ -33,14 +33,55 @@ def budget_bytes(cfg: Config) -> int:
     return 128 * 2**20 + 4 * cfg.max_message_bytes + 2 * largest_result
 
 
+def remove_stale_links(folder: Path) -> list[Path]:
+    """Remove the link sockets of daemons that are gone: one is left by every daemon that was killed.
+
+    A link is named after its daemon's pid. It is stale when that pid is not running, or runs a program
+    that is no dfi daemon (the pid was reused); links of live daemons (another endpoint, the same
+    runtime folder) stay. Only sockets with exactly that name are touched.
+    """
+    removed = []
+    for path in folder.glob("front-*.sock"):
+        pid = path.name[len("front-"):-len(".sock")]
+        if not pid.isdigit() or int(pid) == os.getpid() or not path.is_socket() or _is_daemon(int(pid)):
+            continue
+        try:
+            path.unlink()
+            removed.append(path)
+        except OSError as e:
+            log.warning("could not remove the stale link %s: %s", path, e)
+    if removed:
+        log.info("removed %d link socket(s) left by daemons that were killed: %s", len(removed),
+                 ", ".join(p.name for p in removed))
+    return removed
+
+
+def _is_daemon(pid: int) -> bool:
+    """Whether ``pid`` runs and may be a dfi daemon (when in doubt, it is: its link is left alone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: not ours to judge
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc (macOS): a live pid counts as a daemon
+    args = cmdline.split(b"\0")  # 'python -m dfi_daemon.server', or the 'dfi' command ('dfi daemon start')
+    return any(b"dfi_daemon" in a or os.path.basename(a) == b"dfi" for a in args)
+
+
 class FrontLink:
     def __init__(self, ctx: zmq.Context, cfg: Config, curve_dir: Path | None) -> None:
         self.cfg = cfg
         self.curve_dir = curve_dir
         self.path = paths.runtime_dir() / f"front-{os.getpid()}.sock"
+        remove_stale_links(self.path.parent)
         self.sock = ctx.socket(zmq.PAIR)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.SNDHWM, 10_000)
+        self.sock.setsockopt(zmq.RCVHWM, LINK_QUEUE)  # requests wait in the front, which then stops reading
         self.path.unlink(missing_ok=True)
         self.sock.bind(f"ipc://{self.path}")
         os.chmod(self.path, 0o600)

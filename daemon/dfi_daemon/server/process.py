@@ -113,5 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, paths.PathError) as e:
         print(f"dfi daemon: {e}", file=sys.stderr)
         return EXIT_USAGE
-    return run(config_from_args(args, endpoint, foreground=not args.background))
+    try:
+        cfg = config_from_args(args, endpoint, foreground=not args.background)
+    except StartError as e:  # a number out of range: one line, as from validate()
+        print(f"dfi daemon: {'cannot start: ' if args.background else ''}{e}", file=sys.stderr)
+        return e.exit_code
+    return run(cfg)
 
