@@ -19,6 +19,7 @@ from .errors import AttributeDefinitionError
 
 BUILTIN = Path(__file__).resolve().parent.parent / "data" / "attributes.toml"
 KINDS = ("attribute", "inpaint")
+COMPONENTS = ("shape", "tone", "texture")  # prototype landmark shape, prototype tone, DFI texture
 
 
 def snake(name: str) -> str:
@@ -38,6 +39,15 @@ class AttributeDef:
     match: tuple[str, ...] = ()
     strength: float | None = None  # None: the backbone's default (data/backbones.toml)
     scaling: str | None = None
+    shape: float = 1.0  # weight of each component at a given strength (1 = the prototype's full change)
+    tone: float = 1.0
+    texture: float = 1.0
+
+    def weights(self) -> dict[str, float]:
+        """The components' weights; inpainting is texture only."""
+        if self.kind == "inpaint":
+            return {"shape": 0.0, "tone": 0.0, "texture": self.texture}
+        return {"shape": self.shape, "tone": self.tone, "texture": self.texture}
 
     def needs(self) -> set[str]:
         """Canonical attributes the database must have for this edit."""
@@ -147,8 +157,15 @@ def _parse(name: str, entry: dict, where: str) -> AttributeDef:
         strength = None if entry.get("strength") is None else float(entry["strength"])
     except (TypeError, ValueError):
         raise AttributeDefinitionError(f"{where}: attribute {name}: strength must be a number.") from None
+    weights = {}
+    for c in COMPONENTS:
+        v = entry.get(c, 1.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 10.0:
+            raise AttributeDefinitionError(f"{where}: attribute {name}: {c} must be a number from 0 to 10.",
+                                           f"Example: {c} = 1.0 (0 turns the component off).")
+        weights[c] = float(v)
     return AttributeDef(name, str(entry.get("label", name)), kind, source, target,
-                        tuple(snake(m) for m in match), strength, scaling)
+                        tuple(snake(m) for m in match), strength, scaling, **weights)
 
 
 def load_definitions(paths: Sequence[str | Path] = (), builtin: bool = True) -> Definitions:

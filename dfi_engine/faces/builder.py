@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import CancelledError, InputError
 from .database import (
+    DENSE,
     MANIFEST,
     MIN_RESOLUTION,
     SHARD_BYTES,
@@ -66,6 +67,7 @@ class _Shard:
         self.columns = columns
         self.images: list[np.ndarray] = []
         self.landmarks: list[np.ndarray] = []
+        self.dense: list[np.ndarray] = []
         self.scores: list[np.ndarray] = []
         self.hashes: list[bytes] = []
         self.identity: list[int] = []
@@ -75,9 +77,10 @@ class _Shard:
         self.skipped: list[tuple[str, str]] = []
         self.duplicates: list[tuple[str, str]] = []
 
-    def add(self, crop, lm, scores, digest, ident, name) -> None:
+    def add(self, crop, lm, scores, digest, ident, name, dense=None) -> None:
         self.images.append(crop)
         self.landmarks.append(lm.astype(np.float32))
+        self.dense.append(np.full((DENSE, 2), np.nan, np.float32) if dense is None else dense.astype(np.float32))
         self.scores.append(scores)
         self.hashes.append(digest)
         if ident is None:
@@ -97,6 +100,7 @@ class _Shard:
         tmp.mkdir(parents=True)
         np.save(tmp / "images.npy", np.stack(self.images) if n else np.zeros((0, size, size, 3), np.uint8))
         np.save(tmp / "landmarks.npy", np.stack(self.landmarks) if n else np.zeros((0, 5, 2), np.float32))
+        np.save(tmp / "dense.npy", np.stack(self.dense) if n else np.zeros((0, DENSE, 2), np.float32))
         np.save(tmp / "scores.npy", np.stack(self.scores).astype(np.float32) if n
                 else np.zeros((0, len(self.columns)), np.float32))
         np.save(tmp / "hashes.npy", np.frombuffer(b"".join(self.hashes), np.uint8).reshape(n, 16))
@@ -232,7 +236,8 @@ def build(
             if r.digest is not None and r.digest in seen:
                 shard.duplicates.append((name, seen[r.digest]))
             elif r.status == "ok":
-                shard.add(r.crop, r.landmarks, plan.scores[i], r.digest, plan.identities[i], name)
+                shard.add(r.crop, r.landmarks, plan.scores[i], r.digest, plan.identities[i], name,
+                          getattr(r, "dense", None))
                 seen[r.digest] = name
             else:
                 shard.skipped.append((name, r.message))

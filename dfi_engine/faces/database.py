@@ -5,6 +5,8 @@ Layout (documented in docs/database.md)::
     NAME/manifest.json             format, version, resolution, shards, columns, pending build
     NAME/shards/000000/images.npy      uint8   (n, S, S, 3)  aligned faces
                        landmarks.npy   float32 (n, 5, 2)     in crop pixels
+                       dense.npy       float32 (n, 68, 2)    dlib's 68 points in crop pixels, NaN unknown
+                                                             (version 2 on; shape and tone edits need them)
                        scores.npy      float32 (n, a)        canonical attributes (NaN = unknown)
                        hashes.npy      uint8   (n, 16)       BLAKE2b-128 of the decoded source pixels
                        identity.npy    int32   (n,)          index into shard.json "identities", −1 unknown
@@ -38,7 +40,8 @@ from .errors import DatabaseError
 from .landmarks import to_uint8_rgb
 
 FORMAT = "gimp-dfi neighbour database"
-VERSION = 1
+VERSION = 2  # 2: dense.npy (68 landmarks per face); version 1 databases serve texture-only edits
+DENSE = 68
 MANIFEST = "manifest.json"
 THUMB = 16
 MIN_RESOLUTION = 32
@@ -195,7 +198,8 @@ def read_manifest(path: str | Path) -> dict:
 def _new_manifest(resolution: int, landmark_model: str) -> dict:
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return {"format": FORMAT, "version": VERSION, "id": uuid.uuid4().hex, "resolution": resolution,
-            "landmark_model": landmark_model, "template": al.TEMPLATE.tolist(), "thumb": THUMB,
+            "landmark_model": landmark_model, "dense_landmarks": "dlib-68",
+            "template": al.TEMPLATE.tolist(), "thumb": THUMB,
             "shards": [], "count": 0, "columns": [], "custom": {}, "sources": [], "pending": None,
             "created": now, "updated": now}
 
@@ -230,7 +234,7 @@ class Database:
         self.aliases: set[str] = set(man.get("aliases", []))
         col_index = {c: j for j, c in enumerate(self.columns)}
         s = self.resolution
-        images, thumbs, lms, scores, hashes, idents = [], [], [], [], [], []
+        images, thumbs, lms, dense, scores, hashes, idents = [], [], [], [], [], [], []
         self.identities: list[str] = []
         name_index: dict[str, int] = {}
         self._shard_dirs: list[Path] = []  # shards holding faces (parallel to the image memmaps)
@@ -254,6 +258,11 @@ class Database:
             want = {"images": ((n, s, s, 3), np.uint8), "landmarks": ((n, 5, 2), np.float32),
                     "scores": ((n, len(meta.get("columns", []))), np.float32), "hashes": ((n, 16), np.uint8),
                     "identity": ((n,), np.int32), "thumbs": ((n, THUMB, THUMB, 3), np.uint8)}
+            if (d / "dense.npy").is_file():
+                arrs["dense"] = _load(d, "dense.npy", False)
+                want["dense"] = ((n, DENSE, 2), np.float32)
+            else:  # built before version 2: no dense points, shape and tone edits say how to rebuild
+                arrs["dense"] = np.full((n, DENSE, 2), np.nan, np.float32)
             for k, (shape, dtype) in want.items():
                 if arrs[k].shape != shape or arrs[k].dtype != dtype:
                     raise DatabaseError(
@@ -277,6 +286,7 @@ class Database:
             images.append(arrs["images"])
             thumbs.append(arrs["thumbs"])
             lms.append(arrs["landmarks"])
+            dense.append(arrs["dense"])
             scores.append(full)
             hashes.append(arrs["hashes"])
             idents.append(remap[arrs["identity"]])  # −1 indexes the trailing −1
@@ -289,6 +299,7 @@ class Database:
             raise DatabaseError(f"The neighbour database at {root} is empty.",
                                 "Add images with `dfi db add`, or rebuild it from a folder that has faces.")
         self.landmarks = np.concatenate(lms) if lms else np.zeros((0, 5, 2), np.float32)
+        self.dense = np.concatenate(dense) if dense else np.zeros((0, DENSE, 2), np.float32)
         self.scores = np.concatenate(scores) if scores else np.zeros((0, len(self.columns)), np.float32)
         self.hashes = np.concatenate(hashes) if hashes else np.zeros((0, 16), np.uint8)
         self.identity = np.concatenate(idents) if idents else np.zeros(0, np.int32)
@@ -330,6 +341,21 @@ class Database:
         for d in self._shard_dirs:
             out += (d / "paths.txt").read_text(encoding="utf-8").splitlines()
         return out
+
+    def has_dense(self) -> np.ndarray:
+        """Which faces have their 68 points (shape and tone edits use only those)."""
+        return np.isfinite(self.dense).all(axis=(1, 2))
+
+    def require_dense(self, indices: Sequence[int], minimum: int = 1) -> np.ndarray:
+        """The ``indices`` that have 68 points; a DatabaseError saying how to rebuild when fewer than ``minimum``."""
+        idx = np.asarray(indices, np.int64)
+        ok = idx[self.has_dense()[idx]] if len(idx) else idx
+        if len(ok) < minimum:
+            raise DatabaseError(
+                f"{len(idx) - len(ok)} of the {len(idx)} neighbour faces in {self.path} have no 68-point landmarks, "
+                "which shape and tone edits need (the database predates them).",
+                "Rebuild it with `dfi db build` to use shape and tone; texture-only edits work as it is.")
+        return ok
 
     def column(self, name: str) -> np.ndarray:
         """Scores of one canonical attribute (NaN where unknown)."""

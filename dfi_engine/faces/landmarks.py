@@ -7,7 +7,10 @@ carries no licence restriction; the 68-point one was trained on iBUG 300-W,
 which forbids commercial use, so it is opt-in.
 
 Every landmark set is reduced to the same five points (the 5-point model's
-own order) so alignment works the same with either model.
+own order) so alignment works the same with either model. Shape and tone
+edits need the mouth, brows and jaw too: :meth:`FaceDetector.dense` gives the
+68 points for a face found with either model (the 68-point predictor is
+loaded on first use, so a user who never asks for shape or tone never runs it).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ MODEL_FILES = {
 # The 5-point model's order: image-right eye outer/inner corner, image-left eye outer/inner corner, nose base.
 POINT_NAMES = ("right_eye_outer", "right_eye_inner", "left_eye_outer", "left_eye_inner", "nose_base")
 FROM_68 = (45, 42, 36, 39, 33)
+DENSE_POINTS = 68
+CROP_BOX = (0.24, 0.25, 0.77, 0.78)  # dlib's box on a template-aligned crop (fractions), for dense_on_crop
 DETECT_MAX_SIDE = 1600  # larger photos are detected on a downscaled copy; landmarks still at full resolution
 
 
@@ -97,6 +102,33 @@ class FaceDetector:
         self._dlib = dlib
         self._detector = dlib.get_frontal_face_detector()
         self._predictor = dlib.shape_predictor(str(model_path(model)))
+        self._dense = self._predictor if model == "68" else None
+
+    def _dense_predictor(self):
+        if self._dense is None:
+            self._dense = self._dlib.shape_predictor(str(model_path("68")))
+        return self._dense
+
+    def _points(self, predictor, rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+        shape = predictor(rgb, self._dlib.rectangle(*box))
+        return np.array([(p.x, p.y) for p in shape.parts()], np.float64)
+
+    def dense(self, image: np.ndarray, face: Face) -> np.ndarray:
+        """The 68 dlib points (x, y) of a detected face, in photo pixels (the 68-point model is non-commercial)."""
+        if len(face.points) == DENSE_POINTS:
+            return face.points.copy()
+        return self._points(self._dense_predictor(), to_uint8_rgb(image), face.box)
+
+    def dense_on_crop(self, crop: np.ndarray) -> np.ndarray:
+        """68 points of the face filling an already aligned crop: detected if dlib finds it, else predicted
+        in the box where dlib puts a template-aligned face."""
+        rgb = to_uint8_rgb(crop)
+        faces = self.detect(rgb)
+        if faces:
+            return self.dense(rgb, max(faces, key=lambda f: f.area))
+        h, w = rgb.shape[:2]
+        box = (round(CROP_BOX[0] * w), round(CROP_BOX[1] * h), round(CROP_BOX[2] * w), round(CROP_BOX[3] * h))
+        return self._points(self._dense_predictor(), rgb, box)
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """All faces, most confident first. Large photos are searched on a downscaled copy."""
@@ -113,9 +145,7 @@ class FaceDetector:
         faces = []
         for r, s in zip(rects, scores):
             box = tuple(int(round(v / scale)) for v in (r.left(), r.top(), r.right(), r.bottom()))
-            rect = self._dlib.rectangle(*box)
-            shape = self._predictor(rgb, rect)
-            pts = np.array([(p.x, p.y) for p in shape.parts()], np.float64)
+            pts = self._points(self._predictor, rgb, box)  # type: ignore[arg-type]
             lm = pts if len(pts) == 5 else pts[list(FROM_68)]
             faces.append(Face(box, float(s), lm, pts))  # type: ignore[arg-type]
         faces.sort(key=lambda f: -f.score)

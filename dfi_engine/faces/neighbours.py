@@ -225,9 +225,10 @@ def resampled(images: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
 
 def mean_cached(net, db: Database, indices: np.ndarray, batch_size: int, cache: FeatureCache | None,
                 progress: ProgressFn | None, stage: str, transform=None, extra: bytes = b"",
-                size: int | None = None) -> Features:
-    """Mean φ of database faces ``indices`` at ``size`` (default: as stored), optionally transformed after
-    resampling, through the cache when given."""
+                size: int | None = None, before=None) -> Features:
+    """Mean φ of database faces ``indices`` at ``size`` (default: as stored), optionally changed by
+    ``before(image, index)`` as stored and by ``transform(image)`` after resampling, through the cache when given
+    (``extra`` names the changes in the cache key)."""
     size = size or db.resolution
     key = set_key(db.id, db.count, indices, size, net.label, net.layers, extra)
     if cache is not None:
@@ -237,6 +238,8 @@ def mean_cached(net, db: Database, indices: np.ndarray, batch_size: int, cache: 
                 progress(stage + " (cached)", len(indices), len(indices))
             return hit
     images = db.images(indices)
+    if before is not None:
+        images = (before(im, i) for im, i in zip(images, indices))
     if size != db.resolution:
         images = resampled(images, size)
     if transform is not None:
@@ -249,8 +252,12 @@ def mean_cached(net, db: Database, indices: np.ndarray, batch_size: int, cache: 
 
 def attribute_vector_cached(net, db: Database, sel: Selection, batch_size: int = 8,
                             cache: FeatureCache | None = None, progress: ProgressFn | None = None,
-                            size: int | None = None) -> Features:
-    """w = mean φ(target) − mean φ(source) at ``size``, each mean cached per neighbour set."""
+                            size: int | None = None, source_change=None, change_key: bytes = b"") -> Features:
+    """w = mean φ(target) − mean φ(source) at ``size``, each mean cached per neighbour set.
+
+    ``source_change(image, index)`` first moves each source face (the shape and tone prototype: w is then the
+    texture those do not explain); ``change_key`` names it for the cache."""
     mt = mean_cached(net, db, sel.target, batch_size, cache, progress, "target features", size=size)
-    ms = mean_cached(net, db, sel.source, batch_size, cache, progress, "source features", size=size)
+    ms = mean_cached(net, db, sel.source, batch_size, cache, progress, "source features", size=size,
+                     extra=change_key, before=source_change)
     return [t - s for t, s in zip(mt, ms)]

@@ -8,7 +8,7 @@ mask, and every pixel outside it is bit-identical to the input.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -141,15 +141,24 @@ def edit_attribute(
     rerank_landmarks: bool = False,
     progress: ProgressFn | None = None,
     cancel: Callable[[], bool] | None = None,
+    *,
+    components: Collection[str] | Mapping[str, float] | None = None,
+    tone_form: str = "ratio",
 ) -> FaceEditResult:
-    """The whole DFI edit for a named attribute: align, pick neighbours from the database, w (cached), apply.
+    """The whole edit for a named attribute: align, pick neighbours, shape and tone prototypes, then DFI texture.
 
     ``database`` is an opened :class:`~dfi_engine.faces.database.Database`,
     ``attribute`` an :class:`~dfi_engine.faces.attributes.AttributeDef`,
     ``cache`` an optional :class:`~dfi_engine.faces.cache.FeatureCache`.
+    ``components`` picks what runs (a subset of shape, tone, texture, or weights; default: the attribute's
+    weights, see ``components.component_weights``). Shape and tone need the database's 68-point landmarks: a
+    database built before them edits texture only when ``components`` is left open, and says how to rebuild
+    when shape or tone is asked for. Texture (DFI) starts from the shape and tone result.
     """
-    from .neighbours import attribute_vector_cached, input_scores, select
+    from .components import component_weights, dense_missing, residual_change, shape_tone_photos
+    from .neighbours import input_scores, select
 
+    weights = component_weights(attribute, components)
     if attribute.kind == "inpaint":
         if mask is None:
             from ..errors import InputError
@@ -162,17 +171,71 @@ def edit_attribute(
     sel = select(database, attribute, scores, k=k, minimum=minimum, exclude=how.get("index"),
                  identity=how.get("identity"), input_landmarks=af.crop_landmarks if rerank_landmarks else None,
                  thumb=thumb)
-    w = attribute_vector_cached(net, database, sel, options.batch_size, cache, progress)
+    notes: list[str] = []
+    if (weights["shape"] or weights["tone"]) and (missing := dense_missing(database, sel)) is not None:
+        if components is not None:  # asked for: say how to get it
+            raise missing
+        notes.append(str(missing))  # the attribute's default: texture only, and why
+        weights = {**weights, "shape": 0.0, "tone": 0.0}
+    if not af.aligned:
+        weights = {**weights, "shape": 0.0, "tone": 0.0}
+    info: dict = {"attribute": attribute.name, "input_scores": how, "neighbours": sel.summary(),
+                  "components": weights, "notes": notes}
+    if weights["shape"] or weights["tone"]:
+        from ..backbones import defaults_for
+
+        base = attribute.strength if attribute.strength is not None else defaults_for(net.backbone).strength
+        starts, info["shape_tone"], proto = shape_tone_photos(photo, af, database, sel, strengths, base, weights,
+                                                              detector, mask, options.max_pixels, tone_form)
+        change = residual_change(database, proto, weights)  # DFI learns the texture shape and tone leave
+    else:
+        starts, change = [photo] * len(strengths), None
+    if not weights["texture"]:
+        crops = [np.clip(np.rint(al.warp_to_crop(split_image(im, options.max_pixels)[0], af.matrix, af.size)),
+                         0, 255).astype(np.uint8) for im in starts]
+        return FaceEditResult(starts, [float(s) for s in strengths], [0.0] * len(strengths), "shape+tone", af,
+                              crops, {**info, "face": af.report(), "work_size": af.size})
+    res = None
+    groups = [(starts[0], list(strengths))] if weights["shape"] == weights["tone"] == 0 else \
+        [(im, [s]) for im, s in zip(starts, strengths)]  # each strength has its own shape and tone start
+    for start, group in groups:
+        part = _texture(net, start, photo, database, sel, [s * weights["texture"] for s in group], af, mask, options,
+                        detector, whole_image, cache, progress, cancel, change)
+        part.strengths = [float(s) for s in group]
+        if res is None:
+            res = part
+        else:
+            res.images += part.images
+            res.crops += part.crops
+            res.strengths += part.strengths
+            res.losses += part.losses
+    assert res is not None
+    res.info.update(info)
+    return res
+
+
+def _texture(net: VGGFeatures, photo: np.ndarray, af_photo: np.ndarray, database, sel, strengths: Sequence[float],
+             af: al.AlignedFace, mask: np.ndarray | None, options: EditOptions, detector: FaceDetector | None,
+             whole_image: bool, cache, progress: ProgressFn | None, cancel: Callable[[], bool] | None,
+             change: tuple[Callable, bytes] | None = None) -> FaceEditResult:
+    """DFI on ``photo`` (the input, or its shape and tone result) in the face frame found on ``af_photo``;
+    ``change``: (how each source neighbour is moved first, its cache key), see ``components.residual_change``."""
+    from .neighbours import attribute_vector_cached
+
+    if af.aligned and photo is not af_photo:
+        af = replace(af, crop=al.warp_to_crop(split_image(photo, options.max_pixels)[0], af.matrix, af.size))
+    moved = {"source_change": change[0], "change_key": change[1]} if change else {}
+    w = attribute_vector_cached(net, database, sel, options.batch_size, cache, progress, **moved)
     fine = at_working_size(af, photo, options)
     if fine is af:
         res = edit_aligned(net, photo, w, strengths, af.size, mask, options, detector, whole_image, progress,
                            cancel, aligned=af)
     else:
-        w_fine = attribute_vector_cached(net, database, sel, options.batch_size, cache, progress, size=fine.size)
+        w_fine = attribute_vector_cached(net, database, sel, options.batch_size, cache, progress, size=fine.size,
+                                         **moved)
         res = edit_aligned(net, photo, None, strengths, fine.size, mask, options, detector, whole_image, progress,
                            cancel, aligned=fine, runner=coarse_to_fine(net, af, w, w_fine, strengths, options, cancel))
-    res.info.update({"attribute": attribute.name, "input_scores": how, "neighbours": sel.summary(),
-                     "pixel_iterations": pixel_iterations(iterations_of(net, options), af.size, fine.size)})
+    res.info["pixel_iterations"] = pixel_iterations(iterations_of(net, options), af.size, fine.size)
     return res
 
 

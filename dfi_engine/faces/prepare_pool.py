@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import cache
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -33,31 +34,63 @@ WINDOW_PER_WORKER = 4
 
 @dataclass
 class Prepared:
-    """One plan row: ``status`` "ok" (crop, landmarks), "no_face" or "unreadable" (message)."""
+    """One plan row: ``status`` "ok" (crop, landmarks, dense), "no_face" or "unreadable" (message)."""
 
     status: str
     digest: bytes | None = None
     crop: np.ndarray | None = None
     landmarks: np.ndarray | None = None
     message: str = ""
+    dense: np.ndarray | None = None  # (68, 2) in crop pixels; None where no 68-point model could run
 
 
 def align_source(rgb8: np.ndarray, size: int, detector: FaceDetector | None) -> tuple[np.ndarray, np.ndarray]:
     """(aligned uint8 crop, crop landmarks) for one source image; NoFaceError if none."""
+    crop, lm, _ = align_source_dense(rgb8, size, detector)
+    return crop, lm
+
+
+@cache
+def _crop_detector() -> FaceDetector | None:
+    """A detector for the dense points of already aligned crops (builds without detection); None without dlib."""
+    try:
+        return FaceDetector()
+    except DFIError:
+        return None
+
+
+def align_source_dense(rgb8: np.ndarray, size: int, detector: FaceDetector | None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(aligned uint8 crop, crop landmarks, 68 crop points or None) for one source image; NoFaceError if none.
+
+    The 68 points are found on the photo at full resolution and mapped through the crop's alignment, so they
+    are as sharp as the photo allows; already aligned crops are searched directly. None when dlib's 68-point
+    model cannot run (the database then serves texture-only edits).
+    """
     if detector is None:  # already aligned: centre square, resized; landmarks from the template
         from PIL import Image
 
         h, w = rgb8.shape[:2]
         s = min(h, w)
         sq = rgb8[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-        crop = np.asarray(Image.fromarray(sq).resize((size, size), Image.LANCZOS)) if s != size else sq
-        return np.ascontiguousarray(crop), al.template(size)
+        crop = np.ascontiguousarray(np.asarray(Image.fromarray(sq).resize((size, size), Image.LANCZOS))
+                                    if s != size else sq)
+        det = _crop_detector()
+        try:
+            dense = None if det is None else det.dense_on_crop(crop)
+        except DFIError:
+            dense = None
+        return crop, al.template(size), dense
     faces = detector.detect(rgb8)
     if not faces:
         raise NoFaceError("no face found")
     i, _ = choose_face(faces)
     crop, m = al.align_rgb(rgb8.astype(np.float32), faces[i], size)
-    return np.clip(np.rint(crop), 0, 255).astype(np.uint8), al.apply(m, faces[i].landmarks)
+    try:
+        dense = al.apply(m, detector.dense(rgb8, faces[i]))
+    except DFIError:
+        dense = None
+    return np.clip(np.rint(crop), 0, 255).astype(np.uint8), al.apply(m, faces[i].landmarks), dense
 
 
 def prepare(path: str | Path, size: int, detector: FaceDetector | None) -> Prepared:
@@ -67,12 +100,12 @@ def prepare(path: str | Path, size: int, detector: FaceDetector | None) -> Prepa
     except (DFIError, OSError, ValueError) as e:
         return Prepared("unreadable", message=f"unreadable: {e}")
     try:
-        crop, lm = align_source(rgb8, size, detector)
+        crop, lm, dense = align_source_dense(rgb8, size, detector)
     except NoFaceError:
         return Prepared("no_face", digest, message="no face found")
     except (DFIError, ValueError) as e:
         return Prepared("unreadable", digest, message=f"unreadable: {e}")
-    return Prepared("ok", digest, crop, lm)
+    return Prepared("ok", digest, crop, lm, dense=dense)
 
 
 # ------------------------------------------------------------------------------------------ the pool

@@ -12,7 +12,9 @@ Three measurements, each on both sample portraits (aligned face crops):
   energy of the change (speckle), with the engine's defaults and with the
   original's settings as a baseline row;
 * **inpainting**: a box over the mouth filled from the other portrait's crops:
-  PSNR in the box against the photo, next to the grey start.
+  PSNR in the box against the photo, next to the grey start;
+* **prototype**: the shape and tone components against a known warp and a known paint
+  (``bench/prototype.py``).
 
 Prints a table, writes JSON and image sheets (input, results, differences).
 Quality is judged here, never speed: timings are informative only.
@@ -36,7 +38,7 @@ from .speed import PIXELS
 
 ORIGINAL_STEP = {"scaling": "beta", "strength": 0.4}  # with PIXELS: the 2017 code's settings
 ORIGINAL = {**ORIGINAL_STEP, **PIXELS}
-PARTS = ("inversion", "painted", "inpainting")
+PARTS = ("inversion", "painted", "inpainting", "prototype")
 
 
 def _ssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -176,6 +178,10 @@ def run_quality(args: argparse.Namespace, log: Callable[[str], None]) -> dict[st
             r["inpaint"], filled = inpainting(net, photo, other, iters)
             sheet([[photo, filled]], out_dir / f"{name}_fill.png")
         result["photos"][name] = r
+    if "prototype" in parts:
+        from . import prototype
+
+        result["prototype"] = prototype.measure(out_dir / "prototype", log)
     return result
 
 
@@ -208,6 +214,10 @@ def format_quality(r: dict[str, Any]) -> str:
     for name, p in photos.items():
         if "inpaint" in p:
             lines.append(f"{name:<13} {p['inpaint']['grey_psnr_box']:.1f} -> {p['inpaint']['psnr_box']:.1f} dB")
+    if "prototype" in r:
+        from .prototype import format_prototype
+
+        lines += format_prototype(r["prototype"])
     return "\n".join(lines)
 
 

@@ -19,6 +19,7 @@ def _options(args: argparse.Namespace, edit: bool) -> dict[str, Any]:
             "color": args.color, "align": args.align}
     if edit:
         opts["feather"] = getattr(args, "feather", None)
+        opts["components"] = getattr(args, "components", None)
     return {k: v for k, v in opts.items() if v is not None}
 
 
@@ -116,8 +117,9 @@ def _attributes(args: argparse.Namespace) -> int:
         return 1
     print(f"neighbours: {reply.get('source')}")
     for a in attrs:
+        mix = ", ".join(f"{c} {w:g}" for c, w in (a.get("components") or {}).items() if w)
         print(f"  {a['name']:<16} {a['label']:<36} default strength {a['default_strength']:g} "
-              f"(scaling {a['scaling']})")
+              f"(scaling {a['scaling']}{'; ' + mix if mix else ''})")
     return 0
 
 
@@ -156,6 +158,18 @@ def add_edit_options(p: argparse.ArgumentParser, attribute_help: str) -> None:
                    help="output pattern; fields {dir} {stem} {name} {ext} {attribute} {strength} {index} "
                         "(default %(default)s)")
     p.add_argument("--feather", type=float, help="mask feather in pixels (default 4%% of the shorter side)")
+    p.add_argument("--components", type=components_list, metavar="LIST",
+                   help=f"which parts of the edit: a comma list of {', '.join(P.COMPONENTS)} (default: the "
+                        "attribute's own mix; 'shape,tone' is instant, no optimisation)")
+
+
+def components_list(text: str) -> list[str]:
+    """'shape, tone' -> ["shape", "tone"], checked as the daemon checks it."""
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    try:
+        return P.validate_option("components", names)
+    except P.ProtocolError as e:
+        raise argparse.ArgumentTypeError(e.message) from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -177,7 +177,7 @@ class Runner:
                 reconstruct=dfi.ReconstructConfig(iterations=iterations))
             try:
                 res = self.source.edit(self.net, image, mask, req["attribute"], req["strengths"], options, align, k,
-                                       engine_progress, cancelled)
+                                       engine_progress, cancelled, components=opts.get("components"))
             except UnknownAttribute:
                 raise InputError(f"Unknown attribute {req['attribute']!r}.", "Run 'dfi attributes'.") from None
         else:
@@ -190,6 +190,10 @@ class Runner:
         face = getattr(res, "face", None)
         if face is not None:
             notes.append(f"face: {face.choice}, edited at {face.size} px")
+        info = getattr(res, "info", {})
+        notes += [str(n) for n in info.get("notes", [])]
+        if info.get("components"):
+            notes.append("components: " + ", ".join(f"{c} {w:g}" for c, w in info["components"].items() if w))
         if "first" in marks:  # the pace of what really ran (the face's working size was a guess before)
             work = getattr(res, "info", {}).get("pixel_iterations") or (
                 iterations * (face.size ** 2 if face is not None else image.shape[0] * image.shape[1]))

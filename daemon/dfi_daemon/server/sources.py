@@ -50,7 +50,7 @@ class NeighbourSource(Protocol):
 
     def edit(self, net: Any, image: np.ndarray, mask: np.ndarray | None, attribute: str,
              strengths: Sequence[float], options: Any, align: bool, k: int,
-             progress: ProgressFn, cancel: Callable[[], bool]) -> Any: ...
+             progress: ProgressFn, cancel: Callable[[], bool], components: Sequence[str] | None = None) -> Any: ...
 
     def inpaint(self, net: Any, image: np.ndarray, mask: np.ndarray, strength: float | None, options: Any,
                 align: bool, k: int, progress: ProgressFn, cancel: Callable[[], bool]) -> Any: ...
@@ -96,11 +96,15 @@ class SyntheticSource:
         a cancel check per face); deterministic per (seed, tag, shape), so it can be read twice."""
         return Rendered(self.seed, tag, beard, shape, k, cancel)
 
-    def edit(self, net, image, mask, attribute, strengths, options, align, k, progress, cancel):
+    def edit(self, net, image, mask, attribute, strengths, options, align, k, progress, cancel, components=None):
         import dfi_engine as dfi
+        from dfi_engine.errors import InputError
 
         if attribute not in {a["name"] for a in self._ATTRIBUTES}:
             raise UnknownAttribute(attribute)
+        if components and set(components) != {"texture"}:
+            raise InputError("The synthetic smoke-test faces have no landmarks, so no shape or tone edits.",
+                             "Use components=['texture'], or a face database (--database PATH).")
         shape = image.shape[:2]
         source, target = self._render("source", False, shape, k, cancel), self._render("target", True, shape, k,
                                                                                        cancel)
@@ -183,6 +187,7 @@ class FaceDatabaseSource:
         self.label = f"face database {path} ({self.db.count} faces at {self.db.resolution} px)"
         self.resolution = self.db.resolution
         self._detector = None
+        self._dense: bool | None = None  # whether any face has its 68 points (shape and tone possible)
         self._lock = threading.Lock()
 
     @property
@@ -206,17 +211,22 @@ class FaceDatabaseSource:
         return pixel_iterations(iterations, res, side), side
 
     def attributes(self) -> list[Attribute]:
-        return [{"name": a.name, "label": a.label, "default_strength": a.strength, "scaling": a.scaling}
+        """What each attribute is, with its mix of components (texture only on a database without landmarks)."""
+        if self._dense is None:
+            self._dense = bool(self.db.has_dense().any())
+        dense = self._dense
+        return [{"name": a.name, "label": a.label, "default_strength": a.strength, "scaling": a.scaling,
+                 "components": a.weights() if dense else {"shape": 0.0, "tone": 0.0, "texture": a.texture}}
                 for a in self.defs.usable(self.db) if a.kind != "inpaint"]
 
-    def edit(self, net, image, mask, attribute, strengths, options, align, k, progress, cancel):
+    def edit(self, net, image, mask, attribute, strengths, options, align, k, progress, cancel, components=None):
         from dfi_engine.faces import edit_attribute
 
         if attribute not in {a["name"] for a in self.attributes()}:
             raise UnknownAttribute(attribute)
         return edit_attribute(net, image, self.db, self.defs.get(attribute, self.db), strengths, mask, options,
                               self.detector if align else None, not align, k, cache=self.cache,
-                              progress=progress, cancel=cancel)
+                              progress=progress, cancel=cancel, components=components)
 
     def inpaint(self, net, image, mask, strength, options, align, k, progress, cancel):
         from dfi_engine.faces import inpaint_face

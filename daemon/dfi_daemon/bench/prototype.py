@@ -1,0 +1,126 @@
+"""``dfi bench --quality`` part ``prototype``: the shape and tone components against known truths.
+
+* **known warp**: a smile (mouth corners up and out by 8 % ± 20 % of the eye distance) made on 12
+  jittered astronaut crops by a known warp; the learnt corner change against the truth and against
+  what dlib itself measures on the pairs; grace_hopper's re-detected corners before and after the
+  edit (128-px crop pixels); whether anything outside the face region changed;
+* **tone**: a dark patch whose darkness and place vary between 12 examples; on grace_hopper:
+  progress towards the painted truth inside, the chroma of (result − truth) inside (BT.601 CbCr,
+  levels), the largest brightening in a ring around it;
+* **speed**: shape and tone applied to a ~1000-px portrait (grace_hopper enlarged), median of 5 runs,
+  without the face detection (which the daemon does once per image).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CBCR = np.array(((-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312)))  # BT.601 chroma of an RGB change
+LUMA = np.array((0.299, 0.587, 0.114))
+
+
+def _known_warp(fx: Any, det: Any, root: Path, grace: np.ndarray, out: Path) -> dict[str, Any]:
+    from dfi_engine.faces import align as al
+    from dfi_engine.faces import prototype as pr
+    from dfi_engine.faces import shape_tone as st
+    from dfi_engine.faces.pipeline import align_photo
+
+    s = fx.smile_set(root / "smile", det)
+    proto = pr.learn(s["db"], *fx.sets(s["db"], s["column"]), tone=False)
+    across, up = fx.face_axes(proto.mean_shape)
+    e = fx.eye_distance(proto.mean_shape)
+    d = proto.shape_delta
+    learnt = np.array([d[48] @ -across, d[54] @ across, d[48] @ up, d[54] @ up]) / e
+    truth = float(s["shares"].mean())
+    af = align_photo(grace, 128, det)
+    pts = det.dense(grace / 255.0, af.face)
+    res = st.apply_prototype(grace, af, pts, proto, shape=1.0, tone=0.0)
+    region, _ = al.region_in_photo(af.matrix, 128, grace.shape[:2])
+    scale = np.sqrt(abs(np.linalg.det(af.matrix[:, :2])))
+    want = pts[[48, 54]] + fx.corner_moves(pts, truth)
+    again = fx.dense_points(det, res.image)[[48, 54]]
+    fx.sheet(str(out / "known_warp.png"), [grace, res.image, 128 + 4 * (res.image.astype(float) - grace)], None, 1)
+    return {"truth_share": truth, "learnt_share": learnt.round(4).tolist(),
+            "learnt_vs_truth": float(np.abs(learnt - truth).max() / truth),
+            "corners_before_px": (np.linalg.norm(pts[[48, 54]] - want, axis=1) * scale).round(2).tolist(),
+            "corners_after_px": (np.linalg.norm(again - want, axis=1) * scale).round(2).tolist(),
+            "outside_unchanged": bool(np.array_equal(res.image[region == 0], grace[region == 0]))}
+
+
+def _tone(fx: Any, det: Any, root: Path, grace: np.ndarray, out: Path) -> dict[str, Any]:
+    from scipy import ndimage
+
+    from dfi_engine.faces import prototype as pr
+    from dfi_engine.faces import shape_tone as st
+    from dfi_engine.faces.pipeline import align_photo
+
+    s = fx.patch_set(root / "patch", det)
+    proto = pr.learn(s["db"], *fx.sets(s["db"], s["column"]))
+    af = align_photo(grace, 128, det)
+    pts = det.dense(grace / 255.0, af.face)
+    truth = fx.paint_patch(grace, pts, s["opacity"]).astype(np.float64)
+    res = st.apply_prototype(grace, af, pts, proto, shape=0.0, tone=1.0).image.astype(np.float64)
+    photo = grace.astype(np.float64)
+    centre, radius = fx.patch_place(pts)
+    m = fx.patch_mask(grace.shape[:2], centre, radius)
+    inside = m > 0.99
+    ring = ndimage.binary_dilation(m > 0, iterations=int(radius)) & ~(m > 0)
+    x0, y0 = int(centre[0] - 3 * radius), int(centre[1] - 3 * radius)
+    fx.sheet(str(out / "tone.png"), [grace, truth, res], (x0, y0, x0 + int(6 * radius), y0 + int(6 * radius)), 3)
+    chroma = np.linalg.norm((res - truth) @ CBCR.T, axis=-1)
+    return {"progress": float(1 - np.abs(res - truth)[inside].mean() / np.abs(photo - truth)[inside].mean()),
+            "chroma_error": float(chroma[inside].mean()),
+            "chroma_error_unedited": float(np.linalg.norm((photo - truth) @ CBCR.T, axis=-1)[inside].mean()),
+            "rim_brighter_max": float(np.maximum((res - photo) @ LUMA, 0)[ring].max()), "proto": proto}
+
+
+def _speed(det: Any, grace: np.ndarray, proto: Any, runs: int = 5) -> dict[str, Any]:
+    from PIL import Image
+
+    from dfi_engine.faces import shape_tone as st
+    from dfi_engine.faces.pipeline import align_photo
+
+    big = np.asarray(Image.fromarray(grace).resize((853, 1000), Image.BICUBIC))
+    af = align_photo(big, 128, det)
+    pts = det.dense(big / 255.0, af.face)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        st.apply_prototype(big, af, pts, proto, shape=1.0, tone=1.0)
+        times.append(time.perf_counter() - t0)
+    return {"size": list(big.shape[:2]), "median_ms": round(1000 * statistics.median(times), 1),
+            "min_ms": round(1000 * min(times), 1)}
+
+
+def measure(out: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    from .. import known_truth as fx
+    from ..samples import portrait
+
+    out.mkdir(parents=True, exist_ok=True)
+    det = fx.detector()
+    grace = portrait("grace_hopper")
+    with tempfile.TemporaryDirectory(prefix="dfi-bench-proto-") as tmp:
+        log("quality: prototype: known warp (smile)")
+        warp = _known_warp(fx, det, Path(tmp), grace, out)
+        log("quality: prototype: tone (dark patch)")
+        tone = _tone(fx, det, Path(tmp), grace, out)
+        speed = _speed(det, grace, tone.pop("proto"))
+    return {"known_warp": warp, "tone": tone, "speed": speed}
+
+
+def format_prototype(r: dict[str, Any]) -> list[str]:
+    w, t, s = r["known_warp"], r["tone"], r["speed"]
+    return ["", "shape and tone (known truths, no optimisation)",
+            f"  known warp: learnt corner change {w['learnt_share']} eye distances, truth {w['truth_share']:.4f} "
+            f"({100 * w['learnt_vs_truth']:.0f} % off); grace's corners off the truth {w['corners_before_px']} px "
+            f"-> {w['corners_after_px']} px (128-px crop); outside the face unchanged: {w['outside_unchanged']}",
+            f"  tone: progress {t['progress']:.2f}, chroma error {t['chroma_error']:.1f} levels (unedited "
+            f"{t['chroma_error_unedited']:.1f}), brightest rim {t['rim_brighter_max']:.1f} levels",
+            f"  speed: shape+tone on {s['size'][1]}x{s['size'][0]}: median {s['median_ms']} ms (min {s['min_ms']})"]

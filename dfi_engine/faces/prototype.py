@@ -1,0 +1,223 @@
+"""Shape and tone prototypes of an attribute, learnt from the neighbours' 68 landmarks and aligned crops.
+
+Rowland & Perrett (IEEE CG&A 15(5), 1995): a set's *shape* prototype is the mean of
+its landmark positions, its *colour* prototype the mean of its images each warped
+to the mean shape; a face is moved towards an attribute by adding α·(target − source)
+of each. Here both live in the database's canonical crop frame:
+
+- shape: every face's 68 points are fitted (similarity, on the nose and eyes, which
+  most attributes leave in place) to the set's mean shape, so the jitter of the
+  alignment cancels; the target and source means are trimmed means (a face whose
+  landmarks dlib got wrong does not drag the mean);
+- tone: each face is warped to the mean shape, the difference of the sets' mean
+  log intensities is taken per channel (a ratio: a dark paint darkens a pale face
+  and a dark face alike, which an added difference does not) and low-passed, so
+  what is left is the attribute's tone, not the neighbours' identities.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from . import align as al
+from . import warp as wp
+
+STABLE = tuple(range(27, 48))  # nose bridge, nose and eyes: what a per-face fit uses
+TRIM = 0.2  # share cut from each end of the per-coordinate sorted landmarks
+TONE_SIGMA = 0.01  # low-pass of the tone prototype, as a share of the crop side (after the shrinkage below)
+TONE_Z = 2.0  # a tone difference this many standard errors of the sets' means is kept about half
+TONE_OFFSET = 8.0  # levels added before the log: dark pixels' noise must not dominate the ratio
+FORMS = ("ratio", "additive")  # measured: ratio (log per channel) beats additive, and beat (log Y, Cb, Cr) too
+
+
+def tone_space(rgb: np.ndarray, form: str) -> np.ndarray:
+    """Where a tone change is an addition: "ratio" = log per channel (a dark attribute darkens pale and dark skin
+    alike), "additive" = levels."""
+    return np.log(rgb + TONE_OFFSET) if form == "ratio" else rgb
+
+
+def from_tone_space(v: np.ndarray, form: str) -> np.ndarray:
+    """The inverse of :func:`tone_space`."""
+    return np.exp(v) - TONE_OFFSET if form == "ratio" else v
+TONE_WARP = "similarity"  # how each neighbour is brought to the mean shape for the tone: "mls" or "similarity"
+MIN_DENSE = 3  # faces with 68 points each set needs at least
+OCCLUDED = (0.3, 0.5)  # |log ratio| of the tone map around a point where its move starts to be ignored, and is
+OCCLUDED_AREA = 0.03  # the low-pass (share of the crop) that tells an area's repaint from an edge's misregistration
+OCCLUDED_REACH = 0.2  # "around": a window of this share of the crop (a detector's points shift near a repaint too)
+
+
+@dataclass
+class Prototype:
+    """An attribute's shape and tone change in the canonical frame of ``size``×``size`` crops."""
+
+    size: int
+    mean_shape: np.ndarray  # (68, 2) crop pixels: the frame the tone lives in
+    shape_delta: np.ndarray  # (68, 2) crop pixels: target − source mean landmarks
+    tone: np.ndarray | None  # (S, S, 3) float32 in the mean-shape frame: log ratio (or levels, additive)
+    form: str = "ratio"
+    counts: dict = field(default_factory=dict)
+
+    def digest(self, *weights: float) -> bytes:
+        """What identifies this prototype applied with ``weights`` (a feature cache key)."""
+        h = hashlib.sha256(np.asarray(weights, np.float64).tobytes() + self.form.encode())
+        h.update(np.ascontiguousarray(self.shape_delta).tobytes())
+        if self.tone is not None:
+            h.update(np.ascontiguousarray(self.tone).tobytes())
+        return h.digest()[:16]
+
+    def summary(self) -> dict:
+        eyes = np.linalg.norm(self.mean_shape[36:42].mean(0) - self.mean_shape[42:48].mean(0))
+        return {"size": self.size, "form": self.form, "counts": self.counts,
+                "shape_max_px": round(float(np.linalg.norm(self.shape_delta, axis=1).max()), 3),
+                "shape_max_eye_share": round(float(np.linalg.norm(self.shape_delta, axis=1).max() / eyes), 4),
+                "tone_range": None if self.tone is None else [round(float(self.tone.min()), 4),
+                                                              round(float(self.tone.max()), 4)]}
+
+
+def fit_to(points: np.ndarray, reference: np.ndarray, idx: Sequence[int] = STABLE) -> np.ndarray:
+    """``points`` (68, 2) moved by the similarity that best maps their ``idx`` subset onto ``reference``'s."""
+    m = al.similarity(points[list(idx)], reference[list(idx)])
+    return al.apply(m, points)
+
+
+def procrustes(shapes: np.ndarray, idx: Sequence[int] = STABLE, rounds: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """(mean shape, every shape fitted to it): generalised Procrustes on ``idx``, anchored to the plain mean's
+    pose and scale so the result stays in the crop frame."""
+    shapes = np.asarray(shapes, np.float64)
+    anchor = shapes.mean(0)
+    ref = anchor
+    for _ in range(rounds):
+        fitted = np.stack([fit_to(s, ref, idx) for s in shapes])
+        ref = fit_to(trimmed_mean(fitted), anchor, idx)
+    return ref, np.stack([fit_to(s, ref, idx) for s in shapes])
+
+
+def trimmed_mean(a: np.ndarray, trim: float = TRIM) -> np.ndarray:
+    """Mean over axis 0 of the values left after cutting ``trim`` of them from each end (per element)."""
+    a = np.sort(np.asarray(a, np.float64), axis=0)
+    n = len(a)
+    k = min(int(trim * n), (n - 1) // 2)
+    return a[k:n - k].mean(0)
+
+
+def shape_prototype(source: np.ndarray, target: np.ndarray, trim: float = TRIM, idx: Sequence[int] = STABLE,
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(mean shape of both sets, target − source) from (n, 68, 2) landmark sets in crop pixels, fitted on ``idx``.
+
+    (Shrinking each point's change by the standard error of the means was tried and dropped: with a dozen
+    examples dlib's whole-pixel scatter halved a real smile.)"""
+    both = np.concatenate([source, target])
+    mean, fitted = procrustes(both, idx)
+    s, t = fitted[:len(source)], fitted[len(source):]
+    return mean, trimmed_mean(t, trim) - trimmed_mean(s, trim)
+
+
+def repainted(tone: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(68,) how far each point's surroundings are repainted by the tone map (0 kept … 1 repainted): a point
+    under an occluder (dark glasses, a beard) is where the detector guesses, so its move is not a shape change."""
+    x = np.clip(points[:, 0], 0, tone.shape[1] - 1)
+    y = np.clip(points[:, 1], 0, tone.shape[0] - 1)
+    # an occluder darkens (or lightens) an area; a misregistered edge is a thin +/- pair that a low-pass cancels
+    area = np.abs(ndimage.gaussian_filter(tone.mean(-1), OCCLUDED_AREA * tone.shape[0], mode="nearest"))
+    near = ndimage.maximum_filter(area, size=max(3, int(OCCLUDED_REACH * tone.shape[0])))
+    t = ndimage.map_coordinates(near, [y, x], order=1)
+    return np.clip((t - OCCLUDED[0]) / (OCCLUDED[1] - OCCLUDED[0]), 0.0, 1.0)
+
+
+def border_anchors(size: int, n: int = 8) -> np.ndarray:
+    """Points around the square crop's edge (n per side): they hold the frame while the face moves."""
+    t = np.linspace(-0.5, size - 0.5, n, endpoint=False)
+    e = size - 0.5
+    return np.concatenate([np.stack([t, np.full(n, -0.5)], 1), np.stack([np.full(n, e), t], 1),
+                           np.stack([e - t, np.full(n, e)], 1), np.stack([np.full(n, -0.5), e - t], 1)])
+
+
+def to_mean_shape(image: np.ndarray, points: np.ndarray, mean_shape: np.ndarray, how: str = "mls") -> np.ndarray:
+    """A crop (S, S, 3) warped so its 68 ``points`` land on ``mean_shape``: by MLS (the crop's edge follows the
+    face's overall similarity, so only the face's own shape is undone), or by that similarity alone."""
+    size = image.shape[0]
+    m = al.similarity(mean_shape, points)  # mean frame -> this face
+    if how == "similarity":
+        return al.warp_to_crop(np.asarray(image, np.float32), al.invert(m), size)
+    anchors = border_anchors(size)
+    p_out = np.concatenate([mean_shape, anchors])
+    p_in = np.concatenate([points, al.apply(m, anchors)])
+    f = wp.mls_field(p_out, p_in, (0, 0, size, size), nodes=max(2, size // 2))
+    return wp.apply_field(np.asarray(image, np.float32), f)
+
+
+def tone_prototype(source: Sequence[np.ndarray], source_pts: np.ndarray, target: Sequence[np.ndarray],
+                   target_pts: np.ndarray, mean_shape: np.ndarray, form: str = "ratio",
+                   sigma: float | None = None, how: str = "mls") -> np.ndarray:
+    """Low-passed (mean target − mean source) of the crops warped to the mean shape: log ratio or levels."""
+    if form not in FORMS:
+        raise ValueError(f"unknown tone form {form!r}")
+
+    def moments(images: Sequence[np.ndarray], pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, variance of the mean) of the set's crops in tone space, each warped to the mean shape."""
+        acc = acc2 = None
+        for im, p in zip(images, pts):
+            v = tone_space(to_mean_shape(im, p, mean_shape, how), form).astype(np.float64)
+            acc, acc2 = (v, v * v) if acc is None else (acc + v, acc2 + v * v)
+        n = len(pts)
+        mean = acc / n
+        return mean, np.maximum(acc2 / n - mean * mean, 0.0) / max(n - 1, 1)
+
+    (mt, vt), (ms, vs) = moments(target, target_pts), moments(source, source_pts)
+    diff = mt - ms
+    # Wiener-like shrinkage: where the sets' identities disagree more than the attribute changes, the
+    # difference is their identities, not the attribute (few or unpaired faces); the attribute stays sharp
+    noise = TONE_Z * TONE_Z * (vt + vs)
+    diff = diff * diff * diff / (diff * diff + noise + 1e-12)
+    size = diff.shape[0]
+    sigma = TONE_SIGMA if sigma is None else sigma
+    return ndimage.gaussian_filter(diff, (sigma * size, sigma * size, 0), mode="nearest").astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------ from a database
+
+_CACHE: OrderedDict[bytes, Prototype] = OrderedDict()
+CACHE_ENTRIES = 16
+
+
+def learn(db, source: np.ndarray, target: np.ndarray, tone: bool = True, form: str = "ratio",
+          minimum: int = MIN_DENSE, sigma: float | None = None, how: str | None = None) -> Prototype:
+    """The prototype of a neighbour selection (``source``/``target`` database indices), kept in memory by set.
+
+    Faces without 68 points are left out; a database that has too few says how to rebuild it.
+    """
+    src = db.require_dense(source, minimum)
+    tgt = db.require_dense(target, minimum)
+    how = how or TONE_WARP
+    h = hashlib.sha256(f"{db.id}:{db.count}:{tone}:{form}:{sigma}:{how}".encode())
+    h.update(np.asarray(src, np.int64).tobytes() + b"|" + np.asarray(tgt, np.int64).tobytes())
+    key = h.digest()
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    sp, tp = db.dense[src].astype(np.float64), db.dense[tgt].astype(np.float64)
+    s_img, t_img = list(db.images(src)), list(db.images(tgt))
+    mean, delta = shape_prototype(sp, tp)
+    tone_map = tone_prototype(s_img, sp, t_img, tp, mean, form, sigma, how)
+    hidden = repainted(tone_map, mean) if form == "ratio" else np.zeros(len(mean))
+    if hidden.any():  # a repaint (an occluder): the points near it are where the detector guessed
+        kept = [i for i in range(len(mean)) if hidden[i] < 1]
+        stable = [i for i in STABLE if hidden[i] < 1]
+        if len(kept) >= 6:
+            _, delta = shape_prototype(sp, tp, idx=stable if len(stable) >= 6 else kept)
+        delta = delta * (1.0 - hidden)[:, None]
+    if not tone:
+        tone_map = None
+    proto = Prototype(db.resolution, mean, delta, tone_map, form,
+                      {"source": len(src), "target": len(tgt),
+                       "left_out": int(len(source) + len(target) - len(src) - len(tgt))})
+    _CACHE[key] = proto
+    while len(_CACHE) > CACHE_ENTRIES:
+        _CACHE.popitem(last=False)
+    return proto

@@ -1,0 +1,97 @@
+"""Tone prototypes and the components option: a painted dark patch learnt from astronaut examples and applied to
+grace_hopper without optimisation; texture-only databases (built before the 68 points) say how to rebuild."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from dfi_daemon import known_truth as fx
+from scipy import ndimage
+
+from dfi_engine.faces import align as al
+from dfi_engine.faces import database as dbm
+from dfi_engine.faces import prototype as pr
+from dfi_engine.faces import shape_tone as st
+
+
+@pytest.fixture(scope="module")
+def patch(tmp_path_factory):
+    """12 jittered astronaut crops, and each with a dark patch (opacity 0.6–0.9, moved ±6 % of the eye distance)."""
+    det = fx.detector()
+    root = tmp_path_factory.mktemp("patch")
+    return {**fx.patch_set(root, det), "root": root, "det": det}
+
+
+def _sets(db):
+    col = db.column("dark_patch")
+    return np.flatnonzero(col < 0), np.flatnonzero(col > 0)
+
+
+@pytest.mark.parametrize("form, least", [("ratio", 0.6), ("additive", 0.5)])
+def test_the_tone_reaches_the_painted_truth_without_a_bright_rim(patch, form, least, tmp_path):
+    from dfi_engine.faces.pipeline import align_photo
+
+    det, db = patch["det"], patch["db"]
+    proto = pr.learn(db, *_sets(db), form=form)
+    g = fx.grace()
+    af = align_photo(g, 128, det)
+    pts = det.dense(g / 255.0, af.face)
+    truth = fx.paint_patch(g, pts, patch["opacity"]).astype(np.float64)
+    out = st.apply_prototype(g, af, pts, proto, shape=0.0, tone=1.0).image
+    res, photo = out.astype(np.float64), g.astype(np.float64)
+    centre, radius = fx.patch_place(pts)
+    m = fx.patch_mask(g.shape[:2], centre, radius)
+    inside = m > 0.99
+    ring = ndimage.binary_dilation(m > 0, iterations=int(radius)) & ~(m > 0)
+    progress = 1 - np.abs(res - truth)[inside].mean() / np.abs(photo - truth)[inside].mean()
+    colour = np.abs(res - truth)[inside].mean()
+    rim = np.maximum(res - photo, 0)[ring]
+    print(f"{form}: progress {progress:.3f}, colour error {colour:.1f} levels, rim brighter max {rim.max():.1f} "
+          f"share {(rim > 0.5).mean():.4f}")
+    if form == "ratio":
+        x0, y0 = int(centre[0] - 3 * radius), int(centre[1] - 3 * radius)
+        box = (x0, y0, x0 + int(6 * radius), y0 + int(6 * radius))
+        fx.sheet(str(tmp_path / "tone_test.png"), [g, truth, res], box, 3)  # to look at when this fails
+    assert progress >= least and colour < 35
+    assert rim.max() <= 2.0 and (rim > 0.5).mean() < 0.01  # darkened, with no halo brighter than the photo
+    region, _ = al.region_in_photo(af.matrix, 128, g.shape[:2])
+    assert np.array_equal(out[region == 0], g[region == 0])
+
+
+def test_shape_and_tone_through_the_face_edit_need_no_optimisation_and_keep_the_outside(patch, net):
+    from dfi_engine.faces.attributes import AttributeDef
+    from dfi_engine.faces.pipeline import edit_attribute
+
+    g = fx.grace()
+    attr = AttributeDef.custom("dark_patch")
+    assert attr.weights() == {"shape": 1.0, "tone": 1.0, "texture": 1.0}
+    res = edit_attribute(net, g, patch["db"], attr, [0.0, 0.3], detector=patch["det"], minimum=3,
+                         components=["shape", "tone"])
+    assert np.array_equal(res.images[0], g)  # strength 0: the input, bit for bit
+    region, _ = al.region_in_photo(res.face.matrix, 128, g.shape[:2])
+    assert np.array_equal(res.images[1][region == 0], g[region == 0]) and not np.array_equal(res.images[1], g)
+    assert res.info["components"] == {"shape": 1.0, "tone": 1.0, "texture": 0.0} and res.weights_label == "shape+tone"
+
+
+def test_a_database_without_the_68_points_says_how_to_rebuild_when_shape_or_tone_is_asked_for(patch, net, tmp_path):
+    import shutil
+
+    from dfi_engine.faces.attributes import AttributeDef
+    from dfi_engine.faces.errors import DatabaseError
+    from dfi_engine.faces.pipeline import edit_attribute
+
+    old = tmp_path / "old"
+    shutil.copytree(patch["root"] / "db", old)
+    for f in old.glob("shards/*/dense.npy"):
+        f.unlink()
+    man = json.loads((old / "manifest.json").read_text())
+    man["version"] = 1
+    (old / "manifest.json").write_text(json.dumps(man))
+    db = dbm.Database(old)
+    assert not db.has_dense().any()
+    with pytest.raises(DatabaseError, match="dfi db build") as e:
+        edit_attribute(net, fx.grace(), db, AttributeDef.custom("dark_patch"), [0.3], detector=patch["det"],
+                       minimum=3, components=["tone"])
+    assert "\n" not in str(e.value)
