@@ -61,6 +61,9 @@ def test_the_dialog_names_a_sensible_strength_range_from_the_daemon(bridge):
     assert bridge.strength_hint(hair, []) == ""  # an old daemon without ranges: no invented numbers
     fill = next(m for m in bridge.MENU if m.inpaint)
     assert "default" in bridge.strength_hint(fill, attrs)
+    smile = [{**attrs[0], "name": "smile", "components": {"shape": 1.0, "tone": 0.5, "texture": 0.5}}]
+    assert "its mix: shape 1, tone 0.5, texture 0.5" in bridge.strength_hint(bridge.MENU_BY_PROC["plug-in-dfi-smile"],
+                                                                            smile)
 
 
 def test_the_dialog_says_what_each_quality_costs_on_the_daemons_device(bridge):
@@ -100,6 +103,14 @@ def test_options(bridge):
                                                              "align": False}
     with pytest.raises(bridge.PluginError, match="Unknown quality"):
         bridge.edit_options("ultra", 0, "channel", "auto")
+    # the parts of the edit: the attribute's mix unless asked, each choice a list the daemon accepts
+    assert "components" not in bridge.edit_options("fast", 0, "channel", "auto", "auto")
+    for parts in ("shape-tone", "all", "texture"):
+        comps = bridge.edit_options("fast", 0, "channel", "auto", parts)["components"]
+        assert bridge.P.validate_option("components", comps) == comps
+    assert bridge.edit_options("fast", 0, "channel", "auto", "shape-tone")["components"] == ["shape", "tone"]
+    with pytest.raises(bridge.PluginError, match="Unknown parts"):
+        bridge.edit_options("fast", 0, "channel", "auto", "colour")
 
 
 def test_settings_from_file_and_environment(bridge, tmp_path):

@@ -58,6 +58,10 @@ assert set(QUALITY) == set(P.QUALITIES)
 ALIGNMENT: dict[str, str] = {"auto": "Automatic (on with a face database)", "on": "On", "off": "Off"}
 COLOR: dict[str, str] = {"channel": "Per channel", "global": "Global (as the paper)", "none": "None"}
 assert set(COLOR) == set(P.COLOR_MODES)
+# Which parts of the edit run (the wire's "components"): "auto" = the attribute's own mix.
+PARTS: dict[str, str] = {"auto": "The attribute's mix", "shape-tone": "Shape and tone only (instant)",
+                         "all": "Shape, tone and texture", "texture": "Texture only (DFI, as the paper)"}
+PARTS_COMPONENTS = {"shape-tone": ["shape", "tone"], "all": list(P.COMPONENTS), "texture": ["texture"]}
 
 CONTEXT_MARGIN = 0.25  # context around the selection's bounding box sent to the daemon, per side ...
 CONTEXT_MAX_PX = 64  # ... but no more than this (a big selection already holds its context)
@@ -143,8 +147,10 @@ def parse_strengths(text: str, max_count: int = P.MAX_STRENGTHS) -> list[float] 
     return out
 
 
-def edit_options(quality: str, iterations: int, color: str, alignment: str) -> dict[str, Any]:
+def edit_options(quality: str, iterations: int, color: str, alignment: str, parts: str = "auto") -> dict[str, Any]:
     """Dialog values -> protocol options (only what the user set; the daemon fills the rest)."""
+    if parts not in PARTS:
+        raise PluginError(f"Unknown parts {parts!r}.", f"Use one of: {', '.join(PARTS)}.")
     if quality not in QUALITY:
         raise PluginError(f"Unknown quality {quality!r}.", f"Use one of: {', '.join(QUALITY)}.")
     if alignment not in ALIGNMENT:
@@ -156,6 +162,8 @@ def edit_options(quality: str, iterations: int, color: str, alignment: str) -> d
         opts["iterations"] = iterations
     if alignment != "auto":
         opts["align"] = alignment == "on"
+    if parts != "auto":
+        opts["components"] = PARTS_COMPONENTS[parts]
     return opts
 
 
@@ -176,8 +184,10 @@ def strength_hint(item: Any, attrs: list[dict[str, Any]], chosen: str | None = N
     top, default = a.get("strength_max"), a.get("default_strength")
     if top is None or default is None:
         return ""
+    mix = ", ".join(f"{c} {w:g}" for c, w in (a.get("components") or {}).items() if w)
     return (f"Strengths: a comma-separated list, one new layer each. For {a.get('label', name)} about "
-            f"0–{top:g} makes sense (default {default:g}; {a.get('scaling', 'relative')} scaling).")
+            f"0–{top:g} makes sense (default {default:g}; {a.get('scaling', 'relative')} scaling)"
+            + (f"; its mix: {mix}." if mix else "."))
 
 
 def quality_hint(server: dict[str, Any]) -> str:

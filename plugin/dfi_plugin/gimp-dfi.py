@@ -85,6 +85,9 @@ class DFIPlugIn(Gimp.PlugIn):
                                  _choice(B.COLOR), "channel", RW)
         proc.add_choice_argument("alignment", "Face _alignment", "Align the face to the database's frame",
                                  _choice(B.ALIGNMENT), "auto", RW)
+        if not item.inpaint:
+            proc.add_choice_argument("parts", "_Parts of the edit", "Shape (a warp), tone (colour) and texture "
+                                     "(DFI); shape and tone alone are instant", _choice(B.PARTS), "auto", RW)
         return proc
 
     # ------------------------------------------------------------------ run
@@ -143,7 +146,8 @@ class DFIPlugIn(Gimp.PlugIn):
             if default is not None:
                 config.set_property("strengths", f"{default:g}")
         dialog = GimpUi.ProcedureDialog.new(procedure, config, f"DFI: {item.label.replace('_', '')}")
-        names = ["strength" if item.inpaint else "strengths", "quality", "iterations", "color", "alignment"]
+        names = ["strength" if item.inpaint else "strengths", "quality", "iterations", "color", "alignment",
+                 *([] if item.inpaint else ["parts"])]
         if item.attribute is None:
             if not attrs:
                 raise B.PluginError("The DFI daemon lists no attributes.",
@@ -207,7 +211,8 @@ class DFIPlugIn(Gimp.PlugIn):
 
         MARKS["read"] = time.time()
         options = B.edit_options(config.get_property("quality"), config.get_property("iterations"),
-                                 config.get_property("color"), config.get_property("alignment"))
+                                 config.get_property("color"), config.get_property("alignment"),
+                                 "auto" if item.inpaint else config.get_property("parts"))
         if item.inpaint:
             strength = config.get_property("strength") or None
             msg = P.inpaint_request(photo, mask, strength, **options)
