@@ -20,7 +20,7 @@ from ..images import merge_image, split_image, to_mask
 from ..postprocess import compose, feather
 from . import align as al
 from . import warp as wp
-from .prototype import Prototype, border_anchors, from_tone_space, tone_space
+from .prototype import TONE_OFFSET, Prototype, border_anchors, from_tone_space, tone_space
 
 TAPER = (0.72, 0.95)  # elliptical radius (1 = the face region's edge) where the edit starts to fade, and is gone
 ANCHORS = 32  # fixed points on the region's edge
@@ -111,13 +111,14 @@ def apply_prototype(photo: np.ndarray, face: al.AlignedFace, dense: np.ndarray, 
         info["tone"] = float(tone)
 
     x0, y0, x1, y1 = box
-    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    yy, xx = np.mgrid[0:y1 - y0, 0:x1 - x0].astype(np.float32)
     d = wp.dense(fld)
-    out = wp.bilinear(rgb, xx + d[..., 0], yy + d[..., 1])
+    # the field is still at the box's edge, so the box alone is read (a small gather is a fast one)
+    out = wp.bilinear(np.asarray(rgb[y0:y1, x0:x1], np.float32), xx + d[..., 0], yy + d[..., 1])
     changed = np.any(d != 0, axis=-1)
     if tone_nodes is not None:
         t = wp.dense(fld, tone_nodes)
-        out = from_tone_space(tone_space(out, proto.form) + t, proto.form)
+        out = (out + TONE_OFFSET) * np.exp(t) - TONE_OFFSET if proto.form == "ratio" else out + t
         changed |= np.any(t != 0, axis=-1)
     # only the box is laid back into the input's format; every pixel that did not change is the input's own
     sub = merge_image(out, spec, None if alpha is None else alpha[y0:y1, x0:x1])
