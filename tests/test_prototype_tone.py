@@ -95,3 +95,15 @@ def test_a_database_without_the_68_points_says_how_to_rebuild_when_shape_or_tone
         edit_attribute(net, fx.grace(), db, AttributeDef.custom("dark_patch"), [0.3], detector=patch["det"],
                        minimum=3, components=["tone"])
     assert "\n" not in str(e.value)
+
+
+def test_the_bench_part_measures_both_known_truths(tmp_path):
+    """``dfi bench --quality --quality-parts prototype`` end to end: its numbers are the tests' numbers."""
+    from dfi_daemon.bench import prototype as bench
+
+    r = bench.measure(tmp_path, lambda line: None)
+    assert r["known_warp"]["outside_unchanged"] and r["known_warp"]["learnt_vs_truth"] < 0.6
+    assert r["tone"]["progress"] >= 0.6 and r["tone"]["chroma_error"] < r["tone"]["chroma_error_unedited"] / 3
+    assert r["tone"]["rim_brighter_max"] <= 2.0 and r["speed"]["median_ms"] > 0
+    assert "known warp" in "\n".join(bench.format_prototype(r))
+    assert (tmp_path / "known_warp.png").is_file() and (tmp_path / "tone.png").is_file()
