@@ -120,3 +120,21 @@ def test_strength_zero_returns_the_photo_bit_for_bit(smile):
     af = align_photo(g, 128, smile["det"])
     out = st.apply_prototype(g, af, smile["det"].dense(g / 255.0, af.face), smile["proto"], 0.0, 0.0).image
     assert out.dtype == g.dtype and np.array_equal(out, g)
+
+
+def test_the_licence_switch_keeps_the_68_point_model_unloaded(monkeypatch):
+    """DFI_NO_68_POINT_MODEL: commercial users never load the non-commercial model; the 5 points still align."""
+    from dfi_engine.errors import DFIError
+    from dfi_engine.faces import landmarks
+
+    monkeypatch.setenv(landmarks.NO_68, "1")
+    det = landmarks.FaceDetector()
+    astro = fx.astronaut()
+    face = det.detect(astro)[0]
+    assert face.landmarks.shape == (5, 2)
+    with pytest.raises(DFIError, match="switched off"):
+        det.dense(astro, face)
+    from dfi_engine.faces.prepare_pool import align_source_dense
+
+    crop, _, dense = align_source_dense(astro, 128, det)
+    assert crop.shape == (128, 128, 3) and dense is None  # a database built so serves texture-only edits

@@ -16,6 +16,7 @@ loaded on first use, so a user who never asks for shape or tone never runs it).
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,7 @@ POINT_NAMES = ("right_eye_outer", "right_eye_inner", "left_eye_outer", "left_eye
 FROM_68 = (45, 42, 36, 39, 33)
 DENSE_POINTS = 68
 CROP_BOX = (0.24, 0.25, 0.77, 0.78)  # dlib's box on a template-aligned crop (fractions), for dense_on_crop
+NO_68 = "DFI_NO_68_POINT_MODEL"  # set (e.g. =1) to never load the non-commercial 68-point model
 DETECT_MAX_SIDE = 1600  # larger photos are detected on a downscaled copy; landmarks still at full resolution
 
 
@@ -105,6 +107,9 @@ class FaceDetector:
         self._dense = self._predictor if model == "68" else None
 
     def _dense_predictor(self):
+        if os.environ.get(NO_68):  # the licence switch: no non-commercial model, so no shape or tone
+            raise FacesUnavailableError(f"The 68-point landmark model is switched off ({NO_68} is set).",
+                                        f"Unset {NO_68} for shape and tone edits (the model is non-commercial).")
         if self._dense is None:
             self._dense = self._dlib.shape_predictor(str(model_path("68")))
         return self._dense
