@@ -52,6 +52,7 @@ def test_shape_and_tone_alone_darken_the_glasses_without_an_inversion(served):
                   "shape,tone", "-o", str(root / "st_{strength}.png"))
     assert out.returncode == 0, out.stderr
     assert "components: shape 1, tone 1" in out.stderr and "texture" not in out.stderr.split("components:")[1]
+    assert "\r" not in out.stderr and "done in" in out.stderr, "off a terminal: plain progress lines, no bar"
     photo = np.asarray(Image.open(root / "grace.png"), np.float64)
     res = np.asarray(Image.open(root / "st_0.3.png").convert("RGB"), np.float64)
     changed = np.abs(res - photo).max(-1) > 0

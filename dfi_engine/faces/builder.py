@@ -152,7 +152,7 @@ def build(
     the database is the same either way. ``preparer`` replaces that pool (same arguments as ``prepared``, rows
     in order): the daemon's Ray version runs it on a cluster.
     """
-    from tqdm import tqdm
+    from ..bars import bar as progress_bar
 
     root = Path(db_path)
     if resolution < MIN_RESOLUTION:
@@ -218,7 +218,7 @@ def build(
         shard = _Shard(list(plan.columns))
         shard_start = end
 
-    bar = tqdm(total=len(plan), initial=start, desc="faces", unit="img", disable=not progress)
+    bar = progress_bar(total=len(plan), initial=start, desc="faces", unit="img", disable=not progress)
     workers = workers or default_workers()
     report.workers = 1 if det is not None else workers
     done = start  # plan rows fully processed

@@ -62,7 +62,7 @@ class _Short(Exception):
 
 def _get(url: str, part: Path, timeout: float, progress: bool, label: str) -> None:
     """Fetch ``url`` into ``part``, continuing from its current size; raises on any shortfall."""
-    from tqdm import tqdm
+    from ..bars import bar as progress_bar
 
     have = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": "gimp-dfi"}
@@ -85,7 +85,7 @@ def _get(url: str, part: Path, timeout: float, progress: bool, label: str) -> No
             have = 0  # server ignored Range: start over
         total = have + int(length) if length is not None else None
         mode = "ab" if have else "wb"
-        with open(part, mode) as f, tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=label,
+        with open(part, mode) as f, progress_bar(total=total, initial=have, unit="B", unit_scale=True, desc=label,
                                          disable=not progress, leave=False) as bar:
             got = have
             while True:
@@ -143,7 +143,7 @@ def download(remote: Remote, dest: str | Path, retries: int = 3, timeout: float 
 
 def extract(archive: Path, dest: Path, progress: bool = True) -> Path:
     """Unpack a tar archive safely (no absolute paths, links out, devices) once; return its top folder."""
-    from tqdm import tqdm
+    from ..bars import bar as progress_bar
 
     done = dest / (archive.name + ".extracted")
     try:
@@ -151,7 +151,7 @@ def extract(archive: Path, dest: Path, progress: bool = True) -> Path:
             members = tar.getmembers()
             tops = {m.name.split("/", 1)[0] for m in members if m.name and not m.name.startswith("/")}
             if not done.is_file():
-                for m in tqdm(members, desc=f"extract {archive.name}", unit="file", disable=not progress,
+                for m in progress_bar(members, desc=f"extract {archive.name}", unit="file", disable=not progress,
                               leave=False):
                     tar.extract(m, dest, filter="data")
     except (tarfile.TarError, EOFError, OSError) as e:

@@ -152,12 +152,12 @@ def _start(ray: Any, cluster: Any, cfg: Config, workers: Workers, tasks: int, no
 def _loop(ray: Any, work: Work, actors: list[Any], out: Summary, show: Callable[[Path], None],
           progress: bool) -> None:
     """Keep every worker busy until each task has its result, its failure, or used its attempts."""
-    from tqdm import tqdm
+    from dfi_engine.bars import bar as progress_bar
 
     todo: deque[tuple[Any, int]] = deque((t, 1) for t in work.tasks)
     flying: dict[Any, tuple[Any, int, Any, int]] = {}  # ref -> (task, attempt, loaded, worker)
     pool = Pool(actors, IN_FLIGHT_PER_WORKER)
-    bar = tqdm(total=len(work.tasks), unit="edit", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(work.tasks), unit="edit", disable=not progress, dynamic_ncols=True)
     try:
         while todo or flying:
             while todo and (i := pool.free()) is not None:
