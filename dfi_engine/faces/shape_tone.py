@@ -114,7 +114,7 @@ def apply_prototype(photo: np.ndarray, face: al.AlignedFace, dense: np.ndarray, 
     yy, xx = np.mgrid[0:y1 - y0, 0:x1 - x0].astype(np.float32)
     d = wp.dense(fld)
     # the field is still at the box's edge, so the box alone is read (a small gather is a fast one)
-    out = wp.bilinear(np.asarray(rgb[y0:y1, x0:x1], np.float32), xx + d[..., 0], yy + d[..., 1])
+    out = wp.bicubic(np.asarray(rgb[y0:y1, x0:x1], np.float32), xx + d[..., 0], yy + d[..., 1])
     changed = np.any(d != 0, axis=-1)
     if tone_nodes is not None:
         t = wp.dense(fld, tone_nodes)
