@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -65,12 +65,13 @@ class Definitions:
     attributes: dict[str, AttributeDef]
     vocabulary: dict[str, dict[str, str]]
     sources: list[str]
+    custom_mix: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COMPONENTS, 1.0))
 
     def get(self, name: str, database=None) -> AttributeDef:
         """Definition by name; a database's own custom (two-folder) attributes win over shipped ones."""
         custom = getattr(database, "custom", {}) or {}
         if name in custom:
-            return AttributeDef.custom(name, custom[name].get("label"))
+            return replace(AttributeDef.custom(name, custom[name].get("label")), **self.custom_mix)
         if name in self.attributes:
             return self.attributes[name]
         known = sorted(set(self.attributes) | set(custom))
@@ -174,6 +175,7 @@ def load_definitions(paths: Sequence[str | Path] = (), builtin: bool = True) -> 
     attrs: dict[str, AttributeDef] = {}
     vocab: dict[str, dict[str, str]] = {}
     used = []
+    mix = dict.fromkeys(COMPONENTS, 1.0)  # a two-folder attribute's components, [custom] in the files
     for f in files:
         if not f.is_file():
             if f == BUILTIN:
@@ -189,5 +191,7 @@ def load_definitions(paths: Sequence[str | Path] = (), builtin: bool = True) -> 
             vocab.setdefault(fmt, {}).update({snake(k): v for k, v in table.items()})
         for name, entry in data.get("attribute", {}).items():
             attrs[snake(name)] = _parse(snake(name), entry, str(f))
+        if "custom" in data:
+            mix = _parse("custom", {**data["custom"], "source": {"x": False}, "target": {"x": True}}, str(f)).weights()
         used.append(str(f))
-    return Definitions(attrs, vocab, used)
+    return Definitions(attrs, vocab, used, custom_mix=mix)
