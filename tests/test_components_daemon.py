@@ -80,3 +80,20 @@ def test_the_synthetic_source_has_no_shape_or_tone(tmp_path):
     finally:
         d.stop()
     assert out.returncode == 2 and "no shape or tone edits" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_two_strengths_with_shape_and_tone_give_two_layers_and_progress_that_never_goes_back(served):
+    """Each strength has its own shape-and-tone start, so the texture runs once per strength; the progress the
+    client sees still only goes forward (a GIMP progress bar that jumps back looks broken)."""
+    from dfi_wire import protocol as P
+    from dfi_wire.client import Client
+
+    d, root = served
+    photo = np.asarray(Image.open(root / "grace.png").convert("RGB"))
+    image = P.image_map(photo.tobytes(), photo.shape[1], photo.shape[0], "RGB8")
+    seen: list[float] = []
+    with Client(d.endpoint, timeout=300) as c:
+        res = c.run_job(P.edit_request(image, "dark_glasses", [0.15, 0.3], iterations=4, k=12),
+                        on_event=lambda ev: seen.append(ev["fraction"]) if ev.get("type") == "progress" else None)
+    assert res["strengths"] == [0.15, 0.3] and len(res["images"]) == 2
+    assert seen and all(b >= a for a, b in zip(seen, seen[1:])), " ".join(f"{x:.3f}" for x in seen)

@@ -195,23 +195,33 @@ def edit_attribute(
                          0, 255).astype(np.uint8) for im in starts]
         return FaceEditResult(starts, [float(s) for s in strengths], [0.0] * len(strengths), "shape+tone", af,
                               crops, {**info, "face": af.report(), "work_size": af.size})
-    res = None
+    # each strength has its own shape-and-tone start, so texture runs once per start (one batch without them)
     groups = [(starts[0], list(strengths))] if weights["shape"] == weights["tone"] == 0 else \
-        [(im, [s]) for im, s in zip(starts, strengths)]  # each strength has its own shape and tone start
-    for start, group in groups:
-        part = _texture(net, start, photo, database, sel, [s * weights["texture"] for s in group], af, mask, options,
-                        detector, whole_image, cache, progress, cancel, change)
-        part.strengths = [float(s) for s in group]
-        if res is None:
-            res = part
-        else:
-            res.images += part.images
-            res.crops += part.crops
-            res.strengths += part.strengths
-            res.losses += part.losses
-    assert res is not None
+        [(im, [s]) for im, s in zip(starts, strengths)]
+    parts = [_texture(net, start, photo, database, sel, [s * weights["texture"] for s in group], af, mask, options,
+                      detector, whole_image, cache, _share(progress, i, len(groups)), cancel, change)
+             for i, (start, group) in enumerate(groups)]
+    res = parts[0]
+    for part in parts[1:]:
+        res.images, res.crops, res.losses = res.images + part.images, res.crops + part.crops, res.losses + part.losses
+    res.strengths = [float(s) for s in strengths]
     res.info.update(info)
+    res.info["pixel_iterations"] = sum(p.info["pixel_iterations"] for p in parts)
     return res
+
+
+def _share(progress: ProgressFn | None, i: int, n: int) -> ProgressFn | None:
+    """Progress of the ``i``-th of ``n`` inversions run one after another, as one that never goes back."""
+    if progress is None or n == 1:
+        return progress
+
+    def report(stage: str, done: int, total: int, **extra) -> None:
+        if stage == "reconstruct":
+            progress(stage, i * total + done, n * total, **extra)
+        elif i == 0:  # the later ones' neighbour features come from the cache: no step back to "features"
+            progress(stage, done, total, **extra)
+
+    return report
 
 
 def _texture(net: VGGFeatures, photo: np.ndarray, af_photo: np.ndarray, database, sel, strengths: Sequence[float],

@@ -31,6 +31,18 @@ def _wire(a: np.ndarray, fmt: str) -> dict[str, Any]:
     return P.image_map(a.tobytes(), a.shape[1], a.shape[0], fmt)
 
 
+def forward_only(progress: ProgressFn) -> ProgressFn:
+    """Progress whose fraction never goes back (a second round of neighbour features, at the fine size or for
+    a second shape-and-tone start, would otherwise pull a client's bar back to the features' share)."""
+    top = [0.0]
+
+    def report(stage: str, fraction: float, message: str, **extra: Any) -> None:
+        top[0] = max(top[0], fraction)
+        progress(stage, top[0], message, **extra)
+
+    return report
+
+
 class Runner:
     """Engine façade: checks a request against what is loaded, then runs it."""
 
@@ -140,6 +152,7 @@ class Runner:
 
         assert self.source is not None
         t0 = time.perf_counter()
+        progress = forward_only(progress)
         image = _array(req["image"])
         mask = _array(req["mask"]) if req.get("mask") is not None else None
         opts = req.get("options", {})
