@@ -2,9 +2,10 @@
 
 Synthetic landmarks test the arithmetic (frames, per-face fit, outliers) exactly; real photos (astronaut examples,
 grace_hopper held out) test the whole path through dlib, the database and the warp. dlib's 68-point predictor
-reports only ~65 % of a known mouth-corner move on these photos (its shape prior resists), so the real-photo
-test checks the learnt change against what dlib measures on the example pairs, and the warp against the
-learnt change exactly (by warping a coordinate image).
+reports only ~55–75 % of a known mouth-corner move on these photos (its shape prior resists): the change as
+detected is checked against what dlib measures on the example pairs, the change with the detector's gain undone
+(``calibrate.py``) against the truth, and the warp against the learnt change exactly (by warping a coordinate
+image).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 from dfi_daemon import known_truth as fx
 
 from dfi_engine.faces import align as al
+from dfi_engine.faces import calibrate as cb
 from dfi_engine.faces import prototype as pr
 from dfi_engine.faces import shape_tone as st
 
@@ -48,7 +50,9 @@ def smile(tmp_path_factory):
     """A two-folder database: 12 jittered astronaut crops, and each warped by a known smile (8 % ± 20 %)."""
     det = fx.detector()
     out = fx.smile_set(tmp_path_factory.mktemp("smile"), det)
-    return {**out, "det": det, "proto": pr.learn(out["db"], *fx.sets(out["db"], out["column"]), tone=False)}
+    sets = fx.sets(out["db"], out["column"])
+    return {**out, "det": det, "proto": pr.learn(out["db"], *sets, tone=False),
+            "calibrated": cb.learn_calibrated(out["db"], *sets, det, tone=False)}
 
 
 def test_the_database_keeps_every_face_s_68_points_in_the_crop_frame(smile):
@@ -60,8 +64,6 @@ def test_the_database_keeps_every_face_s_68_points_in_the_crop_frame(smile):
 
 
 def test_the_smile_learnt_from_real_photos_is_what_dlib_measures_on_the_pairs(smile):
-    _p = pr.learn(smile["db"], *[np.flatnonzero(smile["db"].column("smile_x") * s > 0) for s in (-1, 1)])
-    print("HIDDEN", np.round(pr.repainted(_p.tone, _p.mean_shape), 2))
     proto = smile["proto"]
     e_crop = fx.eye_distance(proto.mean_shape)
     # dlib's own measure of the pairs' corner moves, in eye distances along the face's axes
@@ -82,10 +84,28 @@ def test_the_smile_learnt_from_real_photos_is_what_dlib_measures_on_the_pairs(sm
     assert np.linalg.norm(d[still], axis=1).max() < 0.35 * np.linalg.norm(d[[48, 54]], axis=1).mean()
 
 
+def test_with_dlib_s_gain_undone_the_learnt_smile_is_the_true_one(smile):
+    """What dlib reports of a smile is ~2/3 of it; measured on the neighbours and undone, the learnt change is
+    within 10 % of the true move (the issue's bar), where the change as detected is ~25-50 % short."""
+    proto, detected = smile["calibrated"], smile["proto"]
+    truth = fx.smile_moves(proto.mean_shape, smile["shares"].mean())
+    c = list(fx.CORNERS)
+
+    def off(delta: np.ndarray) -> np.ndarray:
+        return np.linalg.norm(delta[c] - truth[c], axis=1) / np.linalg.norm(truth[c], axis=1)
+
+    print(f"corners off the truth: detected {off(detected.shape_delta).round(3)}, calibrated "
+          f"{off(proto.shape_delta).round(3)}; {proto.calibration}")
+    assert off(proto.shape_delta).max() < 0.1 < off(detected.shape_delta).max()
+    assert 0.5 < proto.calibration["gain"] <= 1.0
+    still = np.r_[17:48]  # brows, nose, eyes: undoing the gain does not turn their noise into a move
+    assert np.linalg.norm(proto.shape_delta[still], axis=1).max() < 0.2 * np.linalg.norm(truth[c], axis=1).mean()
+
+
 def test_the_edit_moves_grace_hopper_s_mouth_by_the_learnt_change_and_nothing_outside_the_face(smile):
     from dfi_engine.faces.pipeline import align_photo
 
-    det, proto = smile["det"], smile["proto"]
+    det, proto = smile["det"], smile["calibrated"]
     g = fx.grace()
     af = align_photo(g, 128, det)
     pts = det.dense(g / 255.0, af.face)
@@ -94,23 +114,39 @@ def test_the_edit_moves_grace_hopper_s_mouth_by_the_learnt_change_and_nothing_ou
     assert np.array_equal(res.image[region == 0], g[region == 0])
     assert not res.info["damped"]
     # where the warp takes each photo point, read off a coordinate image warped the same way
-    h, w = g.shape[:2]
+    scale = np.sqrt(abs(np.linalg.det(af.matrix[:, :2])))  # crop (128) pixels per photo pixel
+    origin = _origin_reader(g.shape[:2], af, pts, proto)
+    want = pts[[48, 54]] + proto.shape_delta[[48, 54]] @ al.invert(af.matrix)[:, :2].T
+    for c, target in zip((48, 54), want):
+        assert np.linalg.norm(origin(target) - pts[c]) * scale < 0.35, (c, origin(target), pts[c])
+    # the pixels at the truth's corners are her corners: the true move, to a fraction of a crop pixel
+    share = smile["shares"].mean()
+    truth = pts[[48, 54]] + fx.corner_moves(pts, share)
+    off = [np.linalg.norm(origin(t) - pts[c]) * scale for c, t in zip((48, 54), truth)]
+    detected = _origin_reader(g.shape[:2], af, pts, smile["proto"])
+    off_detected = [np.linalg.norm(detected(t) - pts[c]) * scale for c, t in zip((48, 54), truth)]
+    # dlib, looking at the edited photo, sees the corners moved (its reading is ~1 px noisy here: a photo
+    # pixel is 0.4 crop pixels and it answers in whole pixels)
+    again = fx.dense_points(det, res.image)[[48, 54]]
+    before = np.linalg.norm(pts[[48, 54]] - truth, axis=1) * scale
+    after = np.linalg.norm(again - truth, axis=1) * scale
+    print(f"grace corners off the truth (128 px): warp {np.round(off, 2)} (detected change "
+          f"{np.round(off_detected, 2)}), re-detected {before.round(2)} -> {after.round(2)}")
+    assert max(off) < 0.5 < max(off_detected) and np.all(after < 0.6 * before)
+
+
+def _origin_reader(shape: tuple[int, int], af, pts: np.ndarray, proto):
+    """f(photo point) -> where the edit took that point's pixel from (a coordinate image, warped)."""
+    h, w = shape
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     coords = np.stack([xx, yy, np.zeros_like(xx)], -1) / max(h, w)
     warped = st.apply_prototype(coords, af, pts, proto, shape=1.0, tone=0.0).image * max(h, w)
-    scale = np.sqrt(abs(np.linalg.det(af.matrix[:, :2])))  # crop (128) pixels per photo pixel
-    want = pts[[48, 54]] + proto.shape_delta[[48, 54]] @ al.invert(af.matrix)[:, :2].T
-    for c, target in zip((48, 54), want):
-        tx, ty = np.rint(target).astype(int)
-        read = warped[ty, tx, :2] + (target - [tx, ty])  # one pixel's neighbourhood moves almost rigidly
-        assert np.linalg.norm(read - pts[c]) * scale < 0.35, (c, read, pts[c])
-    # dlib, looking at the edited photo, sees her corners moved towards the truth
-    again = fx.dense_points(det, res.image)[[48, 54]]
-    truth = pts[[48, 54]] + fx.corner_moves(pts, smile["shares"].mean())
-    before = np.linalg.norm(pts[[48, 54]] - truth, axis=1) * scale
-    after = np.linalg.norm(again - truth, axis=1) * scale
-    print(f"grace corners off the truth (128 px): before {before.round(2)}, after {after.round(2)}")
-    assert np.all(after < 0.75 * before)
+
+    def origin(p: np.ndarray) -> np.ndarray:
+        tx, ty = np.rint(p).astype(int)
+        return warped[ty, tx, :2] + (p - [tx, ty])  # one pixel's neighbourhood moves almost rigidly
+
+    return origin
 
 
 def test_strength_zero_returns_the_photo_bit_for_bit(smile):

@@ -18,6 +18,7 @@ from ..errors import InputError
 from ..images import split_image
 from . import align as al
 from .attributes import COMPONENTS
+from .calibrate import learn_calibrated
 from .errors import DatabaseError
 from .landmarks import FaceDetector
 from .prototype import MIN_DENSE, Prototype, learn
@@ -51,9 +52,11 @@ def shape_tone_photos(photo: np.ndarray, face: al.AlignedFace, database, selecti
     the prototype."""
     if not face.aligned:
         raise InputError("Shape and tone edits need a detected face.", "Run with components=['texture'] instead.")
-    proto = learn(database, selection.source, selection.target, tone=bool(weights.get("tone")), form=tone_form)
-    rgb = split_image(photo, max_pixels)[0]
     det = detector or FaceDetector()
+    learnt = dict(tone=bool(weights.get("tone")), form=tone_form)
+    proto = (learn_calibrated(database, selection.source, selection.target, det, **learnt) if weights.get("shape")
+             else learn(database, selection.source, selection.target, **learnt))
+    rgb = split_image(photo, max_pixels)[0]
     dense = det.dense(rgb / 255.0, face.face)
     scale = 1.0 / default_strength if default_strength else 1.0
     outs, runs = [], []

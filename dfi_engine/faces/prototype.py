@@ -62,6 +62,9 @@ class Prototype:
     tone: np.ndarray | None  # (S, S, 3) float32 in the mean-shape frame: log ratio (or levels, additive)
     form: str = "ratio"
     counts: dict = field(default_factory=dict)
+    fit_on: tuple[int, ...] = STABLE  # the points each face was fitted on (the stable ones a repaint left)
+    hidden: np.ndarray | None = None  # (68,) 0..1 how far each point's move was ignored as under a repaint
+    calibration: dict = field(default_factory=dict)  # what undoing the detector's gain did (see calibrate.py)
 
     def digest(self, *weights: float) -> bytes:
         """What identifies this prototype applied with ``weights`` (a feature cache key)."""
@@ -77,7 +80,8 @@ class Prototype:
                 "shape_max_px": round(float(np.linalg.norm(self.shape_delta, axis=1).max()), 3),
                 "shape_max_eye_share": round(float(np.linalg.norm(self.shape_delta, axis=1).max() / eyes), 4),
                 "tone_range": None if self.tone is None else [round(float(self.tone.min()), 4),
-                                                              round(float(self.tone.max()), 4)]}
+                                                              round(float(self.tone.max()), 4)],
+                **({"calibration": self.calibration} if self.calibration else {})}
 
 
 def fit_to(points: np.ndarray, reference: np.ndarray, idx: Sequence[int] = STABLE) -> np.ndarray:
@@ -206,17 +210,19 @@ def learn(db, source: np.ndarray, target: np.ndarray, tone: bool = True, form: s
     mean, delta = shape_prototype(sp, tp)
     tone_map = tone_prototype(s_img, sp, t_img, tp, mean, form, sigma, how)
     hidden = repainted(tone_map, mean) if form == "ratio" else np.zeros(len(mean))
+    fit_on = STABLE
     if hidden.any():  # a repaint (an occluder): the points near it are where the detector guessed
         kept = [i for i in range(len(mean)) if hidden[i] < 1]
         stable = [i for i in STABLE if hidden[i] < 1]
         if len(kept) >= 6:
-            _, delta = shape_prototype(sp, tp, idx=stable if len(stable) >= 6 else kept)
+            fit_on = tuple(stable if len(stable) >= 6 else kept)
+            _, delta = shape_prototype(sp, tp, idx=fit_on)
         delta = delta * (1.0 - hidden)[:, None]
     if not tone:
         tone_map = None
     proto = Prototype(db.resolution, mean, delta, tone_map, form,
                       {"source": len(src), "target": len(tgt),
-                       "left_out": int(len(source) + len(target) - len(src) - len(tgt))})
+                       "left_out": int(len(source) + len(target) - len(src) - len(tgt))}, fit_on, hidden)
     _CACHE[key] = proto
     while len(_CACHE) > CACHE_ENTRIES:
         _CACHE.popitem(last=False)

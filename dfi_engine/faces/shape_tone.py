@@ -24,6 +24,7 @@ from .prototype import TONE_OFFSET, Prototype, border_anchors, from_tone_space, 
 
 TAPER = (0.72, 0.95)  # elliptical radius (1 = the face region's edge) where the edit starts to fade, and is gone
 ANCHORS = 32  # fixed points on the region's edge
+SHAPE_WARP = "tps"  # how the landmarks' move is spread: "tps" (as skin follows) or an MLS kind (wp.KINDS)
 
 
 @dataclass
@@ -94,7 +95,7 @@ def apply_prototype(photo: np.ndarray, face: al.AlignedFace, dense: np.ndarray, 
             w = w * _grid_sample(user_w[..., None], gx, gy)[..., 0]
         return w
 
-    fld = wp.mls_field(np.concatenate([moved, anchors]), np.concatenate([pts, anchors]), box, weight)
+    fld = wp.point_field(np.concatenate([moved, anchors]), np.concatenate([pts, anchors]), box, weight, SHAPE_WARP)
     fld, damping = wp.damp(fld)
     info = {"shape": float(shape) * damping, "damped": damping < 1.0, "min_det": round(wp.min_det(fld), 4),
             "tone": 0.0, "box": list(box)}
@@ -142,8 +143,8 @@ def prototype_on_crop(crop: np.ndarray, points: np.ndarray, proto: Prototype, sh
     moved = points + shape * proto.shape_delta
     out = np.asarray(crop, np.float32)
     if shape and np.any(proto.shape_delta):
-        out = wp.apply_field(out, wp.mls_field(np.concatenate([moved, anchors]), np.concatenate([points, anchors]),
-                                               (0, 0, size, size), nodes=max(2, size // 2)))
+        out = wp.apply_field(out, wp.point_field(np.concatenate([moved, anchors]), np.concatenate([points, anchors]),
+                                                 (0, 0, size, size), kind=SHAPE_WARP, nodes=max(2, size // 4)))
     if tone and proto.tone is not None:
         m = al.similarity(proto.mean_shape, moved)  # the mean frame -> this face, for the crop's edge
         f = wp.mls_field(np.concatenate([moved, anchors]), np.concatenate([proto.mean_shape, al.apply(al.invert(m),

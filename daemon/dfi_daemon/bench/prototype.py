@@ -1,9 +1,10 @@
 """``dfi bench --quality`` part ``prototype``: the shape and tone components against known truths.
 
 * **known warp**: a smile (mouth corners up and out by 8 % ± 20 % of the eye distance) made on 12
-  jittered astronaut crops by a known warp; the learnt corner change against the truth and against
-  what dlib itself measures on the pairs; grace_hopper's re-detected corners before and after the
-  edit (128-px crop pixels); whether anything outside the face region changed;
+  jittered astronaut crops by a known warp; the learnt corner change (as dlib detects it, and with
+  its gain undone, ``calibrate.py``) against the truth; grace_hopper's re-detected corners before
+  and after the edit (128-px crop pixels) against the true move and against dlib's reading of
+  grace warped by the truth; whether anything outside the face region changed;
 * **tone**: a dark patch whose darkness and place vary between 12 examples; on grace_hopper:
   progress towards the painted truth inside, the chroma of (result − truth) inside (BT.601 CbCr,
   levels), the largest brightening in a ring around it;
@@ -26,18 +27,27 @@ CBCR = np.array(((-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312)))  # B
 LUMA = np.array((0.299, 0.587, 0.114))
 
 
+def _shares(fx: Any, proto: Any) -> np.ndarray:
+    """The corners' change (outward 48, 54; up 48, 54) in eye distances."""
+    across, up = fx.face_axes(proto.mean_shape)
+    d = proto.shape_delta
+    return np.array([d[48] @ -across, d[54] @ across, d[48] @ up, d[54] @ up]) / fx.eye_distance(proto.mean_shape)
+
+
 def _known_warp(fx: Any, det: Any, root: Path, grace: np.ndarray, out: Path) -> dict[str, Any]:
     from dfi_engine.faces import align as al
+    from dfi_engine.faces import calibrate as cb
     from dfi_engine.faces import prototype as pr
     from dfi_engine.faces import shape_tone as st
     from dfi_engine.faces.pipeline import align_photo
 
     s = fx.smile_set(root / "smile", det)
-    proto = pr.learn(s["db"], *fx.sets(s["db"], s["column"]), tone=False)
-    across, up = fx.face_axes(proto.mean_shape)
-    e = fx.eye_distance(proto.mean_shape)
-    d = proto.shape_delta
-    learnt = np.array([d[48] @ -across, d[54] @ across, d[48] @ up, d[54] @ up]) / e
+    sets = fx.sets(s["db"], s["column"])
+    detected = _shares(fx, pr.learn(s["db"], *sets, tone=False))
+    t0 = time.perf_counter()
+    proto = cb.learn_calibrated(s["db"], *sets, det, tone=False)
+    calibration_s = time.perf_counter() - t0
+    learnt = _shares(fx, proto)
     truth = float(s["shares"].mean())
     af = align_photo(grace, 128, det)
     pts = det.dense(grace / 255.0, af.face)
@@ -45,12 +55,16 @@ def _known_warp(fx: Any, det: Any, root: Path, grace: np.ndarray, out: Path) -> 
     region, _ = al.region_in_photo(af.matrix, 128, grace.shape[:2])
     scale = np.sqrt(abs(np.linalg.det(af.matrix[:, :2])))
     want = pts[[48, 54]] + fx.corner_moves(pts, truth)
+    seen_truth = fx.dense_points(det, fx.truth_warp(grace, pts, truth))[[48, 54]]
     again = fx.dense_points(det, res.image)[[48, 54]]
     fx.sheet(str(out / "known_warp.png"), [grace, res.image, 128 + 4 * (res.image.astype(float) - grace)], None, 1)
-    return {"truth_share": truth, "learnt_share": learnt.round(4).tolist(),
-            "learnt_vs_truth": float(np.abs(learnt - truth).max() / truth),
+    return {"truth_share": truth, "detected_share": detected.round(4).tolist(),
+            "detected_vs_truth": float(np.abs(detected - truth).max() / truth),
+            "learnt_share": learnt.round(4).tolist(), "learnt_vs_truth": float(np.abs(learnt - truth).max() / truth),
+            "calibration": proto.calibration, "calibration_s": round(calibration_s, 2),
             "corners_before_px": (np.linalg.norm(pts[[48, 54]] - want, axis=1) * scale).round(2).tolist(),
             "corners_after_px": (np.linalg.norm(again - want, axis=1) * scale).round(2).tolist(),
+            "corners_after_vs_seen_truth_px": (np.linalg.norm(again - seen_truth, axis=1) * scale).round(2).tolist(),
             "outside_unchanged": bool(np.array_equal(res.image[region == 0], grace[region == 0]))}
 
 
@@ -118,9 +132,12 @@ def measure(out: Path, log: Callable[[str], None]) -> dict[str, Any]:
 def format_prototype(r: dict[str, Any]) -> list[str]:
     w, t, s = r["known_warp"], r["tone"], r["speed"]
     return ["", "shape and tone (known truths, no optimisation)",
-            f"  known warp: learnt corner change {w['learnt_share']} eye distances, truth {w['truth_share']:.4f} "
-            f"({100 * w['learnt_vs_truth']:.0f} % off); grace's corners off the truth {w['corners_before_px']} px "
-            f"-> {w['corners_after_px']} px (128-px crop); outside the face unchanged: {w['outside_unchanged']}",
+            f"  known warp: corner change as dlib detects it {w['detected_share']} eye distances "
+            f"({100 * w['detected_vs_truth']:.0f} % off the truth {w['truth_share']:.4f}), its gain undone "
+            f"{w['learnt_share']} ({100 * w['learnt_vs_truth']:.0f} % off; {w['calibration_s']} s)",
+            f"  grace's corners off the truth {w['corners_before_px']} px -> {w['corners_after_px']} px, off dlib's "
+            f"reading of the truth {w['corners_after_vs_seen_truth_px']} px (128-px crop); outside the face "
+            f"unchanged: {w['outside_unchanged']}",
             f"  tone: progress {t['progress']:.2f}, chroma error {t['chroma_error']:.1f} levels (unedited "
             f"{t['chroma_error_unedited']:.1f}), brightest rim {t['rim_brighter_max']:.1f} levels",
             f"  speed: shape+tone on {s['size'][1]}x{s['size'][0]}: median {s['median_ms']} ms (min {s['min_ms']})"]
