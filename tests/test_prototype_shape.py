@@ -136,17 +136,7 @@ def test_the_edit_moves_grace_hopper_s_mouth_by_the_learnt_change_and_nothing_ou
 
 
 def _origin_reader(shape: tuple[int, int], af, pts: np.ndarray, proto):
-    """f(photo point) -> where the edit took that point's pixel from (a coordinate image, warped)."""
-    h, w = shape
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    coords = np.stack([xx, yy, np.zeros_like(xx)], -1) / max(h, w)
-    warped = st.apply_prototype(coords, af, pts, proto, shape=1.0, tone=0.0).image * max(h, w)
-
-    def origin(p: np.ndarray) -> np.ndarray:
-        tx, ty = np.rint(p).astype(int)
-        return warped[ty, tx, :2] + (p - [tx, ty])  # one pixel's neighbourhood moves almost rigidly
-
-    return origin
+    return fx.origin_reader(shape, lambda im: st.apply_prototype(im, af, pts, proto, shape=1.0, tone=0.0).image)
 
 
 def test_strength_zero_returns_the_photo_bit_for_bit(smile):

@@ -104,6 +104,7 @@ def test_the_bench_part_measures_both_known_truths(tmp_path):
     r = bench.measure(tmp_path, lambda line: None)
     w = r["known_warp"]
     assert w["outside_unchanged"] and w["learnt_vs_truth"] < 0.15 < w["detected_vs_truth"]
+    assert max(w["corners_warp_px"]) < 0.5 < min(w["corners_before_px"])
     assert r["tone"]["progress"] >= 0.6 and r["tone"]["chroma_error"] < r["tone"]["chroma_error_unedited"] / 3
     assert r["tone"]["rim_brighter_max"] <= 2.0 and r["speed"]["median_ms"] > 0
     assert "known warp" in "\n".join(bench.format_prototype(r))

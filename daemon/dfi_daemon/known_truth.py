@@ -101,6 +101,21 @@ def truth_warp(image: np.ndarray, pts: np.ndarray, share: float = LIFT) -> np.nd
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+def origin_reader(photo_shape: tuple[int, int], apply):
+    """f(photo point) -> where an edit took that point's pixel from: a coordinate image edited by ``apply``
+    (image -> image, the same warp), read at the point. Exact to a fraction of a pixel, where re-detecting
+    landmarks is not (dlib answers in whole pixels)."""
+    h, w = photo_shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    warped = apply(np.stack([xx, yy, np.zeros_like(xx)], -1) / max(h, w)) * max(h, w)
+
+    def origin(p: np.ndarray) -> np.ndarray:
+        tx, ty = np.rint(p).astype(int)
+        return warped[ty, tx, :2] + (p - [tx, ty])  # one pixel's neighbourhood moves almost rigidly
+
+    return origin
+
+
 def jitter_crops(image: np.ndarray, pts: np.ndarray, n: int, seed: int, side: int = 256) -> list[np.ndarray]:
     """``n`` photo-like crops around the face: shifted, scaled and rotated a little, resized to ``side``."""
     rng = np.random.default_rng(seed)

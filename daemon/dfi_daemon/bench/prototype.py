@@ -2,9 +2,10 @@
 
 * **known warp**: a smile (mouth corners up and out by 8 % ± 20 % of the eye distance) made on 12
   jittered astronaut crops by a known warp; the learnt corner change (as dlib detects it, and with
-  its gain undone, ``calibrate.py``) against the truth; grace_hopper's re-detected corners before
-  and after the edit (128-px crop pixels) against the true move and against dlib's reading of
-  grace warped by the truth; whether anything outside the face region changed;
+  its gain undone, ``calibrate.py``) against the truth; on grace_hopper (128-px crop pixels): where
+  the warp takes her corners' pixels against the true move (read off a warped coordinate image),
+  and her re-detected corners against the true move and against dlib's reading of grace warped by
+  the truth; whether anything outside the face region changed;
 * **tone**: a dark patch whose darkness and place vary between 12 examples; on grace_hopper:
   progress towards the painted truth inside, the chroma of (result − truth) inside (BT.601 CbCr,
   levels), the largest brightening in a ring around it;
@@ -57,12 +58,15 @@ def _known_warp(fx: Any, det: Any, root: Path, grace: np.ndarray, out: Path) -> 
     want = pts[[48, 54]] + fx.corner_moves(pts, truth)
     seen_truth = fx.dense_points(det, fx.truth_warp(grace, pts, truth))[[48, 54]]
     again = fx.dense_points(det, res.image)[[48, 54]]
+    origin = fx.origin_reader(grace.shape[:2], lambda im: st.apply_prototype(im, af, pts, proto, 1.0, 0.0).image)
+    warp_off = [np.linalg.norm(origin(t) - pts[c]) * scale for c, t in zip((48, 54), want)]
     fx.sheet(str(out / "known_warp.png"), [grace, res.image, 128 + 4 * (res.image.astype(float) - grace)], None, 1)
     return {"truth_share": truth, "detected_share": detected.round(4).tolist(),
             "detected_vs_truth": float(np.abs(detected - truth).max() / truth),
             "learnt_share": learnt.round(4).tolist(), "learnt_vs_truth": float(np.abs(learnt - truth).max() / truth),
             "calibration": proto.calibration, "calibration_s": round(calibration_s, 2),
             "corners_before_px": (np.linalg.norm(pts[[48, 54]] - want, axis=1) * scale).round(2).tolist(),
+            "corners_warp_px": np.round(warp_off, 2).tolist(),
             "corners_after_px": (np.linalg.norm(again - want, axis=1) * scale).round(2).tolist(),
             "corners_after_vs_seen_truth_px": (np.linalg.norm(again - seen_truth, axis=1) * scale).round(2).tolist(),
             "outside_unchanged": bool(np.array_equal(res.image[region == 0], grace[region == 0]))}
@@ -135,9 +139,9 @@ def format_prototype(r: dict[str, Any]) -> list[str]:
             f"  known warp: corner change as dlib detects it {w['detected_share']} eye distances "
             f"({100 * w['detected_vs_truth']:.0f} % off the truth {w['truth_share']:.4f}), its gain undone "
             f"{w['learnt_share']} ({100 * w['learnt_vs_truth']:.0f} % off; {w['calibration_s']} s)",
-            f"  grace's corners off the truth {w['corners_before_px']} px -> {w['corners_after_px']} px, off dlib's "
-            f"reading of the truth {w['corners_after_vs_seen_truth_px']} px (128-px crop); outside the face "
-            f"unchanged: {w['outside_unchanged']}",
+            f"  grace's corners off the truth (128-px crop) {w['corners_before_px']} px -> warped to "
+            f"{w['corners_warp_px']} px; re-detected {w['corners_after_px']} px, off dlib's reading of the truth "
+            f"{w['corners_after_vs_seen_truth_px']} px; outside the face unchanged: {w['outside_unchanged']}",
             f"  tone: progress {t['progress']:.2f}, chroma error {t['chroma_error']:.1f} levels (unedited "
             f"{t['chroma_error_unedited']:.1f}), brightest rim {t['rim_brighter_max']:.1f} levels",
             f"  speed: shape+tone on {s['size'][1]}x{s['size'][0]}: median {s['median_ms']} ms (min {s['min_ms']})"]
