@@ -43,6 +43,8 @@ def setup_curve(ctx: zmq.Context, sock: zmq.Socket, folder: Path) -> Any:
     """CURVE encryption + client authentication from a key folder; returns the running authenticator.
 
     Peers without an authorised key never get past the handshake, so nothing they send reaches the daemon.
+    On TCP they reach ``sock`` through the handshake gate, over a Unix socket: ZAP sees no IP address
+    there, so an IP allow list would have to be kept in the gate.
     """
     from zmq.auth import load_certificate
     from zmq.auth.thread import ThreadAuthenticator

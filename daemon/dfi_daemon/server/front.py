@@ -11,7 +11,10 @@ the daemon, untouched.
 
 It also turns away what is not one frame, bounds what waits for each peer by bytes
 (``Outbox``; a peer owed too much has no further request taken until it reads), and does
-the CURVE handshake. Requests on their way to the daemon are bounded by count: while the
+the CURVE handshake. On a CURVE TCP endpoint the port itself belongs to the handshake gate
+(``handshake_gate``, a thread here), which cuts a peer whose handshake is not small and quick
+before libzmq buffers it; the ROUTER then listens on a private Unix socket behind it.
+Requests on their way to the daemon are bounded by count: while the
 link is full the front reads nothing more, so a daemon that is behind slows its peers down
 (libzmq then stops reading their sockets) instead of making this process hold a flood.
 It speaks to the daemon over a private PAIR socket: ``[client, payload]`` requests in,
@@ -27,11 +30,15 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import zmq
 from dfi_wire import protocol as P
 
 from .outbox import HELD_BYTES, Outbox
+
+if TYPE_CHECKING:
+    from .handshake_gate import Gate
 
 EXIT_BUDGET = 75  # over the memory budget: the daemon starts a new front
 POLL_MS = 100
@@ -61,6 +68,7 @@ class Front:
         self.pending: list[zmq.Frame] | None = None  # a request the link did not take yet
         self.back.connect(args.backend)
         self.parent = os.getppid()
+        self.gate: Gate | None = None
 
     def control(self, kind: str, text: str = "") -> None:
         self.back.send_multipart([b"", kind.encode(), text.encode()])
@@ -75,9 +83,21 @@ class Front:
             from .auth import setup_curve
 
             self.auth = setup_curve(self.ctx, pub, Path(self.args.curve_dir))
-        pub.bind(self.args.endpoint)
-        if self.args.endpoint.startswith("ipc://"):
-            os.chmod(self.args.endpoint[len("ipc://"):], 0o600)
+        endpoint = self.args.endpoint
+        if self.args.curve_dir and endpoint.startswith("tcp://") and self.args.gate_socket:
+            from . import handshake_gate
+
+            listener = handshake_gate.listen(endpoint)  # the port first: "address in use" is reported as such
+            Path(self.args.gate_socket).unlink(missing_ok=True)  # left by a front door that was killed
+            endpoint = f"ipc://{self.args.gate_socket}"
+            pub.bind(endpoint)
+            os.chmod(self.args.gate_socket, 0o600)
+            self.gate = handshake_gate.Gate(listener, self.args.gate_socket)
+            self.gate.start()
+            return pub
+        pub.bind(endpoint)
+        if endpoint.startswith("ipc://"):
+            os.chmod(endpoint[len("ipc://"):], 0o600)
         return pub
 
     def serve(self, pub: zmq.Socket) -> int:
@@ -113,6 +133,8 @@ class Front:
             if self.outbox.held:
                 self.outbox.flush()
             if os.getppid() != self.parent:  # the daemon died: free the endpoint now, waiting on nothing
+                if self.gate is not None:
+                    Path(self.args.gate_socket).unlink(missing_ok=True)
                 os._exit(0)
 
     def watch(self) -> None:
@@ -139,6 +161,9 @@ class Front:
             self.auth.stop()
         self.back.close(linger=0)
         self.ctx.term()
+        if self.gate is not None:  # after the ROUTER let go: the last replies pass the gate first
+            self.gate.stop()
+            Path(self.args.gate_socket).unlink(missing_ok=True)
 
     def forward(self, frames: list[zmq.Frame]) -> None:
         """One request on to the daemon, unless it is malformed or its peer is owed too much already."""
@@ -172,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--endpoint", required=True)
     p.add_argument("--backend", required=True)
     p.add_argument("--curve-dir")
+    p.add_argument("--gate-socket", help="the ROUTER's private Unix socket behind the handshake gate (CURVE TCP)")
     p.add_argument("--max-message-bytes", type=int, required=True)
     p.add_argument("--budget-bytes", type=int, required=True)
     p.add_argument("--hold-s", type=float, required=True)
@@ -181,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
         pub = front.bind()
     except zmq.ZMQError as e:
         front.control("error", f"{e.errno} {e}")
+        time.sleep(0.5)
+        return 1
+    except OSError as e:  # the gate's port (libzmq's errno numbers are the system's)
+        front.control("error", f"{e.errno} {e.strerror}")
         time.sleep(0.5)
         return 1
     except Exception as e:  # e.g. an unreadable key folder: the daemon reports it

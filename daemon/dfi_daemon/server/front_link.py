@@ -42,7 +42,7 @@ def remove_stale_links(folder: Path) -> list[Path]:
     """
     removed = []
     for path in folder.glob("front-*.sock"):
-        pid = path.name[len("front-"):-len(".sock")]
+        pid = path.name[len("front-"):-len(".sock")].removesuffix("-gate")  # also the ROUTER behind a gate
         if not pid.isdigit() or int(pid) == os.getpid() or not path.is_socket() or _is_daemon(int(pid)):
             continue
         try:
@@ -77,6 +77,7 @@ class FrontLink:
         self.cfg = cfg
         self.curve_dir = curve_dir
         self.path = paths.runtime_dir() / f"front-{os.getpid()}.sock"
+        self.gate_path = self.path.with_name(f"front-{os.getpid()}-gate.sock")  # see handshake_gate
         remove_stale_links(self.path.parent)
         self.sock = ctx.socket(zmq.PAIR)
         self.sock.setsockopt(zmq.LINGER, 0)
@@ -93,7 +94,8 @@ class FrontLink:
         """Start a front and wait until it listens; a failure to listen is a StartError."""
         argv = [sys.executable, "-m", "dfi_daemon.server.front", "--endpoint", self.cfg.endpoint,
                 "--backend", f"ipc://{self.path}", "--max-message-bytes", str(self.cfg.max_message_bytes),
-                "--budget-bytes", str(budget_bytes(self.cfg)), "--hold-s", str(self.cfg.client_timeout_s)]
+                "--budget-bytes", str(budget_bytes(self.cfg)), "--hold-s", str(self.cfg.client_timeout_s),
+                "--gate-socket", str(self.gate_path)]
         if self.curve_dir is not None:
             argv += ["--curve-dir", str(self.curve_dir)]
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
@@ -157,3 +159,4 @@ class FrontLink:
                 self.proc.wait()
         self.sock.close(linger=0)
         self.path.unlink(missing_ok=True)
+        self.gate_path.unlink(missing_ok=True)
