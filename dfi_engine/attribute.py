@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from .errors import InputError
-from .features import Features, ProgressFn, mean_features
+from .features import Features, mean_features
+from .progress import ProgressFn
 from .vgg import VGGFeatures
 
 SCALINGS = ("relative", "none", "beta")

@@ -16,9 +16,10 @@ import torch
 from .attribute import attribute_vector, scale_vector, target_features
 from .backbones import defaults_for
 from .errors import InputError
-from .features import Features, ProgressFn, extract, to_tensor
+from .features import Features, extract, to_tensor
 from .images import DEFAULT_MAX_PIXELS, merge_image, split_image, to_mask
 from .postprocess import blend, color_match, compose, feather
+from .progress import CancelFn, ProgressFn, report
 from .reconstruct import ReconstructConfig, reconstruct
 from .vgg import VGGFeatures
 
@@ -63,11 +64,11 @@ def apply_vector(
     image: np.ndarray,
     w: Features,
     strengths: Sequence[float],
+    *,
     mask: np.ndarray | None = None,
     options: EditOptions = EditOptions(),
     progress: ProgressFn | None = None,
-    cancel: Callable[[], bool] | None = None,
-    *,
+    cancel: CancelFn | None = None,
     start: np.ndarray | None = None,
     base: np.ndarray | None = None,
     feather_px: float | None = None,
@@ -100,10 +101,11 @@ def apply_vector(
         return compose(image, merge_image(blend(rgb, matched, weight), spec, alpha), weight)
 
     def on_iter(i: int, n: int, current: Callable[[], torch.Tensor]) -> None:
-        if progress:
-            progress("reconstruct", i, n, render=lambda: finish(current()[0].permute(1, 2, 0).cpu().numpy()))
+        # the preview: the first strength's current result, finished as the final one will be (rendered if shown)
+        report(progress, "reconstruct", i, n, preview=lambda: finish(current()[0].permute(1, 2, 0).cpu().numpy()))
 
-    z, losses = reconstruct(net, to_tensor(init, net.device), targets, options.reconstruct, None, cancel, on_iter)
+    z, losses = reconstruct(net, to_tensor(init, net.device), targets, options.reconstruct, cancel=cancel,
+                            preview=on_iter)
     outs = [finish(zb) for zb in z.permute(0, 2, 3, 1).cpu().numpy()]
     return EditResult(outs, [float(s) for s in strengths], losses.cpu().tolist(), net.label)
 
@@ -114,15 +116,16 @@ def edit(
     source: Iterable[np.ndarray],
     target: Iterable[np.ndarray],
     strengths: Sequence[float],
+    *,
     mask: np.ndarray | None = None,
     options: EditOptions = EditOptions(),
     progress: ProgressFn | None = None,
-    cancel: Callable[[], bool] | None = None,
+    cancel: CancelFn | None = None,
 ) -> EditResult:
     """Full DFI edit: w from source (without) and target (with the attribute) neighbours."""
     shape = image.shape[:2]
-    w = attribute_vector(net, source, target, options.batch_size, shape, progress)
-    return apply_vector(net, image, w, strengths, mask, options, progress, cancel)
+    w = attribute_vector(net, source, target, batch_size=options.batch_size, shape=shape, progress=progress)
+    return apply_vector(net, image, w, strengths, mask=mask, options=options, progress=progress, cancel=cancel)
 
 
 def fill_grey(images: np.ndarray, region: np.ndarray) -> np.ndarray:
@@ -165,10 +168,11 @@ def inpaint(
     image: np.ndarray,
     mask: np.ndarray,
     neighbours: Iterable[np.ndarray],
+    *,
     strength: float | None = None,
     options: EditOptions = EditOptions(),
     progress: ProgressFn | None = None,
-    cancel: Callable[[], bool] | None = None,
+    cancel: CancelFn | None = None,
 ) -> EditResult:
     """Fill the masked region: w = mean φ(neighbour) − mean φ(neighbour with the region grey).
 
@@ -184,9 +188,10 @@ def inpaint(
     if not len(nb):
         raise InputError("No neighbour images for inpainting.", "Provide at least one image.")
     masked = (fill_grey(n, region) for n in nb)
-    w = attribute_vector(net, masked, nb, options.batch_size, rgb.shape[:2], progress, (len(nb), len(nb)))
+    w = attribute_vector(net, masked, nb, batch_size=options.batch_size, shape=rgb.shape[:2], progress=progress,
+                         totals=(len(nb), len(nb)))
     options = inpaint_options(options, net.backbone)
     strength = defaults_for(net.backbone).inpaint_strength if strength is None else strength
-    return apply_vector(net, image, w, [strength], mask, options, progress, cancel,
+    return apply_vector(net, image, w, [strength], mask=mask, options=options, progress=progress, cancel=cancel,
                         base=fill_grey(rgb, region), start=fill_smooth(rgb, region), feather_px=0.0,
                         match_whole=True)

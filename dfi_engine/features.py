@@ -8,18 +8,16 @@ of its features in memory at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
 
 from .errors import InputError
+from .progress import ProgressFn, report
 from .vgg import VGGFeatures
 
 Features = list[torch.Tensor]
-# progress(stage, done, total, **extra); the "reconstruct" stage adds render=: a function that returns the
-# first strength's current result, finished as the final one will be (for live previews; cheap until called)
-ProgressFn = Callable[..., None]
 
 
 def to_tensor(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -85,8 +83,7 @@ def mean_features(
         part = [f.sum(0, keepdim=True) for f in feats]
         sums = part if sums is None else [s + p for s, p in zip(sums, part)]
         count += batch.shape[0]
-        if progress:
-            progress(stage, count, max(total, count))
+        report(progress, stage, count, max(total, count))
     if sums is None:
         raise InputError("The neighbour set is empty.", "Provide at least one image in each set.")
     return [s / count for s in sums], count

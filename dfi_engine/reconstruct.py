@@ -21,6 +21,7 @@ from . import lbfgs
 from .backbones import defaults_for
 from .errors import CancelledError, InputError
 from .features import Features
+from .progress import CancelFn
 from .pyramid import Pyramid
 from .vgg import VGGFeatures
 
@@ -123,16 +124,18 @@ def reconstruct(
     start: torch.Tensor,
     targets: Features,
     config: ReconstructConfig = ReconstructConfig(),
-    progress: Callable[[int, int, torch.Tensor], None] | None = None,
-    cancel: Callable[[], bool] | None = None,
+    *,
+    on_iteration: Callable[[int, int, torch.Tensor], None] | None = None,
+    cancel: CancelFn | None = None,
     preview: Callable[[int, int, Callable[[], torch.Tensor]], None] | None = None,
     stats: dict[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Invert ``targets`` (batch B) starting from ``start`` ((1 or B), 3, H, W; RGB 0..255).
 
-    ``progress(i, n, loss)`` is called after every iteration; ``cancel()`` is
-    checked at the same points and raises :class:`CancelledError`. ``preview(i, n, current)``
-    too, where ``current()`` returns the images at the last evaluated point (for live previews).
+    ``on_iteration(i, n, loss)`` is called after every iteration (the optimiser's own hook, for benchmarks;
+    callers report :mod:`dfi_engine.progress` events from ``preview``); ``cancel()`` is checked at the same
+    points and raises :class:`CancelledError`. ``preview(i, n, current)`` too, where ``current()`` returns
+    the images at the last evaluated point (for live previews).
     ``stats`` receives the optimiser's counts (``lbfgs.minimize``; not with the torch baseline).
     Returns (images (B, 3, H, W), final per-element losses).
     """
@@ -167,8 +170,8 @@ def reconstruct(
     def callback(i: int, loss: torch.Tensor) -> None:
         if cancel is not None and cancel():
             raise CancelledError("The reconstruction was cancelled.")
-        if progress is not None:
-            progress(i, config.iterations, loss)
+        if on_iteration is not None:
+            on_iteration(i, config.iterations, loss)
         if preview is not None:
             preview(i, config.iterations, current)
 

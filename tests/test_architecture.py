@@ -193,3 +193,60 @@ def test_scale_out_is_called_by_the_cli_and_never_calls_it():
 def test_the_front_door_holds_only_io():
     """The front door's memory is its budget's measure: no torch, numpy or engine may load there."""
     loads_without("import dfi_daemon.server.front", ("torch", "numpy", "PIL", "dfi_engine", "dfi_daemon.server.daemon"))
+
+
+# The edit path a newcomer follows (issue 21): the client, the protocol, the daemon's dispatch, the runner, the
+# neighbour sources, the face pipeline and the engine's edit. Each function small enough to read at once.
+EDIT_PATH = ("daemon/dfi_wire/client.py", "daemon/dfi_wire/protocol.py", "daemon/dfi_daemon/server/daemon.py",
+             "daemon/dfi_daemon/server/runner.py", "daemon/dfi_daemon/server/sources.py",
+             "dfi_engine/faces/pipeline.py", "dfi_engine/edit.py", "plugin/dfi_plugin/gimp-dfi.py",
+             "plugin/dfi_plugin/dfi_bridge.py")
+MAX_COMPLEXITY = 10  # ruff's C901 (mccabe)
+MAX_LINES = 60  # a function, from its def (or first decorator) to its last line
+
+
+def too_complex(files: list[Path]) -> list[str]:
+    """ruff's C901 findings at MAX_COMPLEXITY, one line each (empty: all simple enough)."""
+    r = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--isolated", "--select", "C901",
+                        "--config", f"lint.mccabe.max-complexity={MAX_COMPLEXITY}", "--output-format", "concise",
+                        *map(str, files)], capture_output=True, text=True, timeout=120)
+    assert r.returncode in (0, 1), r.stderr
+    return [line for line in r.stdout.splitlines() if "C901" in line]
+
+
+def too_long(files: list[Path]) -> list[str]:
+    """Functions (methods and nested ones too) longer than MAX_LINES, as 'file:line name (n lines)'."""
+    found = []
+    for f in files:
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                n = node.end_lineno - first + 1
+                if n > MAX_LINES:
+                    found.append(f"{f}:{node.lineno} {node.name} ({n} lines)")
+    return found
+
+
+def test_the_edit_path_has_no_function_over_complexity_10_or_60_lines():
+    files = [REPO / f for f in EDIT_PATH]
+    assert all(f.is_file() for f in files), files
+    findings = too_complex(files) + too_long(files)
+    assert not findings, "split these by phase:\n" + "\n".join(findings)
+
+
+def test_the_edit_path_check_finds_a_long_complex_function(tmp_path):
+    """The check itself can fail: a function with eleven branches over sixty lines is reported twice."""
+    branches = "".join(f"    if x == {i}:\n        return {i}\n" for i in range(11))
+    body = branches + "    y = 0\n" * 40 + "    return -1\n"
+    f = tmp_path / "sprawl.py"
+    f.write_text(f"def sprawl(x):\n{body}")
+    assert len(too_complex([f])) == 1 and "sprawl" in too_long([f])[0]
+
+
+def test_every_op_of_the_protocol_has_one_handler_in_the_daemon():
+    """The daemon's dispatch is a table: an op added to the protocol without a handler fails here, not at run time."""
+    from dfi_daemon.server.daemon import HANDLERS, Daemon
+    from dfi_wire import protocol as P
+
+    assert set(HANDLERS) == set(P.OPS)
+    assert all(callable(getattr(Daemon, name, None)) for name in HANDLERS.values())

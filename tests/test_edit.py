@@ -8,8 +8,11 @@ from scipy import ndimage
 
 from dfi_engine import CancelledError, EditOptions, ReconstructConfig, apply_vector, attribute_vector, inpaint
 from dfi_engine.features import extract, to_tensor
+from dfi_engine.progress import Event
 from dfi_engine.reconstruct import reconstruct
 from dfi_engine.synthetic import beard_region, faces
+
+pytestmark = pytest.mark.slow  # VGG inversions: every test 7-140 s of CPU here
 
 ITERS = 40
 
@@ -103,9 +106,9 @@ def test_progress_and_cancel(net, setup):
     photo, w = setup
     seen: list[int] = []
 
-    def progress(stage: str, done: int, total: int, **extra) -> None:
-        if stage == "reconstruct":
-            seen.append(done)
+    def progress(ev: Event) -> None:
+        if ev.stage == "reconstruct":
+            seen.append(ev.step)
 
     apply_vector(net, photo, w, [1.0], options=opts(5), progress=progress)
     assert seen == [1, 2, 3, 4, 5]
@@ -134,12 +137,12 @@ def test_progress_renders_the_result_as_it_forms(net, setup):
     mask[30:50, 10:54] = True
     rendered: list[np.ndarray] = []
 
-    def progress(stage: str, done: int, total: int, render=None, **_) -> None:
-        if stage == "reconstruct":
-            assert render is not None
-            rendered.append(render())
+    def progress(ev: Event) -> None:
+        if ev.stage == "reconstruct":
+            assert ev.preview is not None
+            rendered.append(ev.preview())
 
-    res = apply_vector(net, photo, w, [2.0, 4.0], mask, options=opts(8, feather=0.0), progress=progress)
+    res = apply_vector(net, photo, w, [2.0, 4.0], mask=mask, options=opts(8, feather=0.0), progress=progress)
     assert len(rendered) == 8
     for r in rendered:
         assert r.shape == photo.shape and r.dtype == photo.dtype

@@ -111,12 +111,13 @@ def _changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.any(a != b, axis=2)
 
 
+@pytest.mark.slow  # an inversion, ~6 s here
 def test_aligned_edit_changes_only_the_feathered_face_region(net, detector, astronaut):
     size = 48
     src = mean_features(net, (f.astype(np.float32) for f in faces(1, 3, False, size)))[0]
     tgt = mean_features(net, (f.astype(np.float32) for f in faces(2, 3, True, size)))[0]
     w = [t - s for t, s in zip(tgt, src)]
-    res = edit_aligned(net, astronaut, w, [1.5], size, options=FAST, detector=detector)
+    res = edit_aligned(net, astronaut, w, [1.5], size=size, options=FAST, detector=detector)
     out = res.images[0]
     assert out.shape == astronaut.shape and out.dtype == astronaut.dtype
     changed = _changed(out, astronaut)
@@ -131,13 +132,14 @@ def test_aligned_edit_changes_only_the_feathered_face_region(net, detector, astr
     assert not changed[260:, :].any() and not changed[:, 350:].any()
 
 
+@pytest.mark.slow  # an aligned inversion, ~7 s here
 def test_aligned_edit_respects_the_users_mask(net, detector, astronaut):
     size = 48
     w = [t - s for t, s in zip(mean_features(net, (f.astype(np.float32) for f in faces(5, 2, True, size)))[0],
                                mean_features(net, (f.astype(np.float32) for f in faces(6, 2, False, size)))[0])]
     mask = np.zeros(astronaut.shape[:2], np.uint8)
     mask[125:175, 185:265] = 255  # mouth and chin
-    res = edit_aligned(net, astronaut, w, [1.5, 0.5], size, mask=mask, options=FAST, detector=detector)
+    res = edit_aligned(net, astronaut, w, [1.5, 0.5], size=size, mask=mask, options=FAST, detector=detector)
     assert len(res.images) == 2
     for out in res.images:
         changed = _changed(out, astronaut)
@@ -188,19 +190,21 @@ def test_a_face_resized_to_its_working_size_is_the_same_frame_sampled_finer(dete
     assert detail(big.crop) > 1.15 * detail(up), (detail(big.crop), detail(up))  # measured 1.29
 
 
+@pytest.mark.slow  # an inversion at the working size, ~10 s here
 def test_an_edit_at_the_working_size_returns_the_photo_and_keeps_the_rest(net, detector, astronaut):
     size = 48
     src = mean_features(net, (f.astype(np.float32) for f in faces(1, 3, False, 96)))[0]
     tgt = mean_features(net, (f.astype(np.float32) for f in faces(2, 3, True, 96)))[0]
     w = [t - s for t, s in zip(tgt, src)]
     af = align_photo(astronaut, size, detector).resized(astronaut.astype(np.float32), 96)
-    res = edit_aligned(net, astronaut, w, [1.5], 96, options=FAST, detector=detector, aligned=af)
+    res = edit_aligned(net, astronaut, w, [1.5], size=96, options=FAST, detector=detector, aligned=af)
     out = res.images[0]
     assert out.shape == astronaut.shape and res.info["work_size"] == 96 and res.crops[0].shape == (96, 96, 3)
     changed = _changed(out, astronaut)
     assert changed.sum() > 500 and not changed[260:, :].any() and not changed[:, 350:].any()
 
 
+@pytest.mark.slow  # two inversions, ~40 s of CPU here
 def test_coarse_to_fine_solves_at_the_base_size_then_refines_at_the_working_size(net, detector, astronaut):
     from dfi_engine.faces.coarse_to_fine import coarse_to_fine, fine_iterations, pixel_iterations
 
@@ -214,12 +218,12 @@ def test_coarse_to_fine_solves_at_the_base_size_then_refines_at_the_working_size
     options = EditOptions(scaling="none", reconstruct=ReconstructConfig(iterations=8))
     seen: list[tuple] = []
 
-    def progress(stage, done, total, render=None, step="", **_):
-        if stage == "reconstruct":
-            seen.append((done / total, step, render().shape if render is not None else None))
+    def progress(ev):
+        if ev.stage == "reconstruct":
+            seen.append((ev.step / ev.total, ev.message, ev.preview().shape if ev.preview is not None else None))
 
     runner = coarse_to_fine(net, coarse, vector(48), vector(96), [1.5, 3.0], options)
-    res = edit_aligned(net, astronaut, None, [1.5, 3.0], 96, options=options, aligned=fine, runner=runner,
+    res = edit_aligned(net, astronaut, None, [1.5, 3.0], size=96, options=options, aligned=fine, runner=runner,
                        progress=progress)
     assert len(res.images) == 2 and res.crops[0].shape == (96, 96, 3)
     steps = [s for _, s, _ in seen]

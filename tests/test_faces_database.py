@@ -188,6 +188,7 @@ def test_input_in_database_uses_its_scores_and_excludes_it(net, lfw_db, dataset)
     assert res.info["neighbours"]["counts"]["excluded_same_person"] == 1
 
 
+@pytest.mark.slow  # builds a database and edits, ~18 s here
 def test_custom_two_folder_attribute_end_to_end(net, tmp_path):
     rng = np.random.default_rng(7)
     for sub, beard in (("with", True), ("without", False)):
@@ -353,6 +354,7 @@ def test_attribute_definitions_ship_and_extend(tmp_path):
         load_definitions([user])
 
 
+@pytest.mark.slow  # coarse-to-fine fill, ~30 s of CPU here
 def test_fill_above_the_databases_size_runs_coarse_to_fine_and_keeps_the_rest(net, lfw_db):
     photo = face(np.random.default_rng(42), True, 2 * RES)
     mask = np.zeros(photo.shape[:2], bool)
@@ -361,10 +363,10 @@ def test_fill_above_the_databases_size_runs_coarse_to_fine_and_keeps_the_rest(ne
     steps: list[str] = []
     stages: list[str] = []
 
-    def progress(stage, done, total, step="", **_):
-        stages.append(stage)
-        if stage == "reconstruct":
-            steps.append(step)
+    def progress(ev):
+        stages.append(ev.stage)
+        if ev.stage == "reconstruct":
+            steps.append(ev.message)
 
     fill = load_definitions().get("inpaint")
     res = edit_attribute(net, photo, lfw_db, fill, [2.8], mask=mask, options=replace(FAST, work_size=2 * RES),
@@ -388,6 +390,7 @@ def test_cli_info_lists_usable_edits(lfw_db, capsys):
     assert info["count"] == lfw_db.count and "facehair" in info["edits"] and "older" not in info["edits"]
 
 
+@pytest.mark.slow  # an inpainting inversion, ~9 s here
 def test_inpainting_from_the_database_changes_only_the_selection(net, lfw_db):
     photo = face(np.random.default_rng(42), True, 64)
     mask = np.zeros((64, 64), bool)
@@ -403,6 +406,7 @@ def test_inpainting_from_the_database_changes_only_the_selection(net, lfw_db):
                        whole_image=True, k=5, minimum=100)
 
 
+@pytest.mark.slow  # worker processes, ~11 s here
 def test_a_pool_of_workers_builds_the_same_database_as_one_process(tmp_path):
     """Detection in 2 worker processes (real dlib, real photos): the same shards, skips and duplicates, in order."""
     pytest.importorskip("dlib")

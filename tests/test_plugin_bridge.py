@@ -113,6 +113,102 @@ def test_options(bridge):
         bridge.edit_options("fast", 0, "channel", "auto", "colour")
 
 
+def test_the_edit_box_is_the_selection_in_layer_coordinates_with_context(bridge):
+    # a layer at (20, 12) in the image: the selection's image box (120, 112)-(220, 192) is (100, 100)-(200, 180) on it
+    assert bridge.edit_box(400, 300, (20, 12), (120, 112, 220, 192), False, 10**6) == (75, 80, 150, 120)
+    assert bridge.edit_box(400, 300, (20, 12), None, False, 10**6) == (0, 0, 400, 300)
+    with pytest.raises(bridge.PluginError, match="Fill selection needs a selection"):
+        bridge.edit_box(400, 300, (0, 0), None, True, 10**6)
+    with pytest.raises(bridge.PluginError) as e:
+        bridge.edit_box(400, 300, (0, 0), None, False, 1000)
+    assert str(e.value) == ("The region to edit is 400x300 pixels, over the daemon's limit of 1,000.\n"
+                            "Select just the face, or scale the image down (Image → Scale Image).")
+
+
+def test_the_mask_sent_is_every_pixel_the_selection_touches_in_any_format(bridge):
+    import struct
+
+    assert bridge.touched(bytes([0, 1, 128, 255]), 1) == bytes([0, 255, 255, 255])
+    u16 = struct.pack("<4H", 0, 1, 256, 65535)  # Y u16: a weight in either byte counts
+    assert bridge.touched(u16, 2) == bytes([0, 255, 255, 255])
+    floats = struct.pack("<4f", 0.0, 1e-40, 0.5, 1.0)  # Y float, down to a denormal
+    assert bridge.touched(floats, 4) == bytes([0, 255, 255, 255])
+
+
+def test_above_8_bits_only_changed_pixels_are_merged_keeping_the_weights_bytes(bridge):
+    import struct
+
+    sent = bytes([10, 20, 30, 255] * 3)
+    result = sent[:4] + bytes([11, 20, 30, 255]) + sent[8:]  # only the middle pixel changed (by one level)
+    weights = struct.pack("<3H", 65535, 300, 7)
+    assert bridge.only_changed(weights, sent, result) == struct.pack("<3H", 0, 300, 0)
+    assert bridge.only_changed(bytes([255, 9, 255]), sent, result) == bytes([0, 9, 0])
+
+
+def test_a_region_without_a_selection_merges_everywhere_and_sends_no_mask(bridge):
+    pixels = bytes(range(256)) * 16  # 32x32 RGBA8
+    whole = bridge.Region.read((0, 0, 32, 32), pixels, None)
+    assert whole.mask is None and whole.weights == b"\xff" * 1024 and whole.weights_format == "Y u8"
+    assert whole.photo == bridge.P.image_map(pixels, 32, 32, "RGBA8")
+    soft = bridge.Region.read((4, 5, 32, 32), pixels, (bytes([0, 0, 1, 0]) * 512, "Y u16"))
+    assert soft.mask == bridge.P.image_map(bytes([0, 255]) * 512, 32, 32, "L8"), "a faint weight is still edited"
+    changed = bytes([pixels[0] ^ 1]) + pixels[1:]
+    assert soft.merge_weights(changed, exact=False) is soft.weights, "8 bits: the selection as read"
+    assert soft.merge_weights(changed, exact=True) == bytes(2048), "only the first pixel changed, unselected"
+
+
+ATTRS = [{"name": "facehair", "label": "Add facial hair", "default_strength": 0.3},
+         {"name": "glasses", "label": "Glasses"}]
+DIALOG = {"quality": "fast", "iterations": 0, "color": "channel", "alignment": "auto", "parts": "auto",
+          "strengths": None, "strength": 0.0}  # GIMP gives None for an empty string
+
+
+def _request(bridge, proc, preview_s=0.0, **changed):
+    item = bridge.MENU_BY_PROC[proc]
+    args = {name: {**DIALOG, **changed}.get(name) for name in bridge.argument_names(item)}
+    selection = (b"\xff" * 1024, "Y u8")
+    return bridge.build_request(item, args, ATTRS, bridge.Region.read((0, 0, 32, 32), bytes(4096), selection),
+                                preview_s)
+
+
+def test_the_request_is_a_valid_plain_map_named_for_its_layers(bridge):
+    plan = _request(bridge, "plug-in-dfi-facial-hair")
+    assert (plan.noun, plan.strengths) == ("facial hair", [0.3]), "no strengths: the attribute's default"
+    assert plan.msg["options"] == {"quality": "fast", "color": "channel"} and "preview" not in plan.msg["options"]
+    assert bridge.P.unpack(bridge.P.pack(plan.msg)) == plan.msg
+    bridge.P.validate_request(bridge.P.unpack(bridge.P.pack(plan.msg)))  # raises if the daemon would refuse it
+    chosen = _request(bridge, "plug-in-dfi-attribute", 2.0, attribute=" glasses ", strengths="0.2, 0.4")
+    assert (chosen.noun, chosen.strengths, chosen.msg["attribute"]) == ("glasses", [0.2, 0.4], "glasses")
+    assert chosen.msg["options"]["preview"] == 2.0
+    fill = _request(bridge, "plug-in-dfi-fill", strength=0.0)
+    assert (fill.noun, fill.strengths, fill.msg["op"]) == ("fill selection", [None], "inpaint")
+    assert "strength" not in fill.msg, "0 means the daemon's default"
+    assert _request(bridge, "plug-in-dfi-fill", strength=1.5).msg["strength"] == 1.5
+    bridge.P.validate_request(fill.msg)
+
+
+def test_bad_request_arguments_say_what_to_do(bridge):
+    with pytest.raises(bridge.PluginError) as e:
+        _request(bridge, "plug-in-dfi-attribute", attribute="hat")
+    assert str(e.value) == "The DFI daemon does not define the attribute 'hat'.\nDefined: facehair, glasses."
+    with pytest.raises(bridge.PluginError, match="'x' is not a number"):
+        _request(bridge, "plug-in-dfi-facial-hair", strengths="x")
+    with pytest.raises(bridge.PluginError, match="Unknown quality"):  # checked before the attribute, as before
+        _request(bridge, "plug-in-dfi-attribute", attribute="hat", quality="ultra")
+
+
+def test_the_result_must_hold_one_rgba8_image_per_layer(bridge):
+    good = {"width": 32, "height": 32, "format": "RGBA8", "data": bytes(4096)}
+    assert bridge.check_images({"images": [good, good]}, 2, 32, 32) == [good, good]
+    with pytest.raises(bridge.PluginError, match="returned 1 images for 2 strengths"):
+        bridge.check_images({"images": [good]}, 2, 32, 32)
+    with pytest.raises(bridge.PluginError, match="wrong size or format") as e:
+        bridge.check_images({"images": [{**good, "data": bytes(4095)}]}, 1, 32, 32)
+    assert "dfi daemon logs" in str(e.value)
+    with pytest.raises(bridge.PluginError, match="wrong size or format"):
+        bridge.check_images({"images": [{**good, "format": "RGB8"}]}, 1, 32, 32)
+
+
 def test_settings_from_file_and_environment(bridge, tmp_path):
     (tmp_path / bridge.CONFIG_NAME).write_text(json.dumps(
         {"endpoint": "ipc:///a.sock", "dfi": ["/x/dfi"], "autostart": True, "installed_from": "/repo"}))
@@ -145,6 +241,7 @@ def runtime(tmp_path, monkeypatch):
     kill_daemons(tmp_path / "run")
 
 
+@pytest.mark.slow  # the real dfi starts a daemon process
 def test_autostart_through_the_real_dfi(bridge, runtime):
     s = bridge.Settings(endpoint=f"ipc://{runtime}/daemon.sock", dfi=[DFI], daemon_args=FAST_DAEMON,
                         connect_timeout_s=1.0, start_timeout_s=120)
@@ -158,6 +255,7 @@ def test_autostart_through_the_real_dfi(bridge, runtime):
     assert said[0].startswith("Starting the DFI daemon") and pulses, "no visible status while starting"
 
 
+@pytest.mark.slow  # the real dfi tries to start a daemon process
 def test_autostart_failure_says_why(bridge, runtime):
     s = bridge.Settings(endpoint=f"ipc://{runtime}/daemon.sock", dfi=[DFI], connect_timeout_s=0.5,
                         daemon_args=["--weights", str(runtime / "missing.pth"), "--database", "none"])
@@ -169,6 +267,7 @@ def test_autostart_failure_says_why(bridge, runtime):
         bridge.connect(s)
 
 
+@pytest.mark.slow  # a daemon process runs the job
 def test_progress_events_reach_the_callback(bridge, tmp_path):
     import numpy as np
 

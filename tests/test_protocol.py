@@ -24,7 +24,7 @@ def edit(**over) -> dict:
     return msg
 
 
-def roundtrip(msg: dict, limits: P.Limits = P.Limits()) -> dict:
+def roundtrip(msg: dict, limits: P.Limits = P.Limits()) -> P.Request:
     return P.validate_request(P.unpack(msgpack.packb(msg, use_bin_type=True)), limits)
 
 
@@ -37,13 +37,15 @@ def code_of(msg: dict, limits: P.Limits = P.Limits()) -> str:
 
 def test_valid_edit_request_is_decoded_exactly():
     req = roundtrip(edit())
-    assert req["op"] == "edit" and req["id"] == 7
-    assert isinstance(req["image"], P.Image)
-    assert (req["image"].width, req["image"].height, req["image"].channels) == (48, 40, 4)
-    assert req["image"].data == img()["data"]
-    assert req["mask"].format == "L8"
-    assert req["strengths"] == [0.4, 0.8]
-    assert req["options"] == {"iterations": 10, "k": 4}
+    assert isinstance(req, P.Edit)
+    assert req.op == "edit" and req.id == 7
+    assert isinstance(req.image, P.Image)
+    assert (req.image.width, req.image.height, req.image.channels) == (48, 40, 4)
+    assert req.image.data == img()["data"]
+    assert req.mask.format == "L8"
+    assert list(req.strengths) == [0.4, 0.8]
+    assert req.options.given() == {"iterations": 10, "k": 4}
+    assert req.options == P.Options(iterations=10, k=4)
 
 
 def test_pack_adds_version_and_replies_are_typed():
@@ -116,13 +118,14 @@ def test_pixel_limit_is_checked_before_the_byte_count():
 
 def test_inpaint_needs_a_mask_and_takes_one_strength():
     ok = roundtrip(P.inpaint_request(img(), mask(), 1.5))
-    assert ok["strength"] == 1.5 and ok["mask"].width == 48
+    assert isinstance(ok, P.Inpaint) and ok.strength == 1.5 and ok.mask.width == 48
     assert code_of({**P.inpaint_request(img(), mask()), "mask": None}) == "bad_field"
     bad = P.inpaint_request(img(), mask())
     del bad["mask"]
     assert code_of(bad) == "bad_field"
     assert code_of({**P.inpaint_request(img(), mask()), "options": {"feather": 3.0}}) == "bad_field"
-    assert roundtrip({**P.inpaint_request(img(), mask()), "options": {"align": False}})["options"] == {"align": False}
+    aligned = roundtrip({**P.inpaint_request(img(), mask()), "options": {"align": False}})
+    assert aligned.options.given() == {"align": False}
 
 
 def test_unpack_rejects_non_maps_and_garbage():
@@ -172,3 +175,31 @@ def test_error_codes_have_hints():
     assert all(isinstance(h, str) and h for h in P.ERRORS.values())
     for code in ("queue_full", "unknown_op", "unsupported_version", "cancelled", "client_gone", "align_unavailable"):
         assert code in P.ERRORS
+
+
+def test_one_option_table_names_every_option_and_where_it_is_allowed():
+    """EDIT_OPTIONS, INPAINT_OPTIONS and the typed Options are one table: every option of either list is a
+    field of Options, is checked by its row, and an option missing from a request is None in the object."""
+    import dataclasses
+
+    names = [f.name for f in dataclasses.fields(P.Options)]
+    assert set(P.EDIT_OPTIONS) | set(P.INPAINT_OPTIONS) == set(names)
+    assert "feather" in P.EDIT_OPTIONS and "feather" not in P.INPAINT_OPTIONS
+    assert "components" in P.EDIT_OPTIONS and "components" not in P.INPAINT_OPTIONS
+    assert P.validate_option("components", ["tone", "shape"]) == ["shape", "tone"]
+    with pytest.raises(P.ProtocolError):
+        P.validate_option("k", 0)
+    req = roundtrip(P.edit_request(img(), "facehair", [1.0], components=["texture"], quality="fast"))
+    assert req.options.components == ("texture",) and req.options.quality == "fast" and req.options.k is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        req.options.k = 3  # type: ignore[misc]
+
+
+def test_requests_without_fields_and_about_jobs_are_typed():
+    assert type(roundtrip(P.simple("ping", req_id="a"))) is P.Request
+    cancel = roundtrip(P.simple("cancel", job="job-3"))
+    assert isinstance(cancel, P.JobRef) and cancel.job == "job-3" and cancel.op == "cancel"
+    beat = roundtrip(P.simple("heartbeat", jobs=["job-1", "job-2"]))
+    assert isinstance(beat, P.Heartbeat) and beat.jobs == ("job-1", "job-2")
+    hello = roundtrip(P.hello("test"))
+    assert isinstance(hello, P.Hello) and hello.versions == tuple(P.SUPPORTED_VERSIONS) and hello.client == "test"

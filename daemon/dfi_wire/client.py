@@ -11,6 +11,7 @@ import itertools
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
@@ -271,58 +272,89 @@ class Client:
         accepted = self.call(msg, timeout)
         if on_event:
             on_event(accepted)
-        job, rid = accepted["job"], accepted["id"]
-        interval = float(accepted.get("heartbeat_interval_s", P.HEARTBEAT_INTERVAL_S))
-        heard = progressed = time.monotonic()
-        next_beat = heard + interval
-        # The main loop answers heartbeats even while the worker computes: silence with a closed connection
-        # means the daemon is gone; silence on an open one (a paused daemon) is waited out up to ``timeout``.
-        alive_s = min(timeout, max(LIVENESS_S, 4 * interval))
+        wait = _JobWait.start(accepted, timeout, stall_timeout)
         try:
             while True:
-                now = time.monotonic()
-                if stall_timeout is not None and now - progressed > stall_timeout:
-                    self.try_send(P.simple("cancel", job=job))
-                    raise DaemonError("stalled", f"{job} made no progress for {stall_timeout:g} s and was cancelled.",
-                                      "See 'dfi daemon logs'; restart the daemon with 'dfi daemon stop' if it "
-                                      "stays stuck.")
-                if now >= next_beat:
-                    self.try_send(P.simple("heartbeat", jobs=[job]))  # unsent: silence tells
-                    next_beat = now + interval
-                reply = self.receive(min(next_beat - now, interval))
-                now = time.monotonic()
+                reply = self._next_job_reply(wait)
                 if reply is None:
-                    if now - heard > timeout or (now - heard > alive_s and self.peer_gone()):
-                        raise DaemonUnavailable(
-                            f"The daemon on {self.endpoint} stopped answering while running {job} "
-                            f"(no heartbeat reply for {now - heard:.0f} s); it crashed or was stopped.",
-                            "See 'dfi daemon logs', then retry: 'dfi daemon start' starts a new one (commands "
-                            "start it themselves unless --no-autostart is given).")
                     continue
-                heard = now
-                kind = reply.get("type")
-                if kind == "heartbeat":
-                    state = reply.get("jobs", {}).get(job)
-                    if state == "sent":  # its final reply was lost on the way (a reconnect): ask again
-                        self.try_send(P.simple("result", job=job))
-                    if state == "unknown":
-                        # results are sent before heartbeat answers, so the job really is gone
-                        raise DaemonError("unknown_job", f"The daemon no longer knows {job} and sent no result.",
-                                          "It was probably restarted; submit the request again.")
-                    continue
-                if reply.get("id") != rid:
-                    continue
-                progressed = now
-                if kind == "error":
-                    raise DaemonError(reply.get("code", "error"), reply.get("message", "error"), reply.get("hint"),
-                                      reply)
                 if on_event:
                     on_event(reply)
-                if kind == "result":
+                if reply.get("type") == "result":
                     return reply
         except KeyboardInterrupt:
             try:
-                self.try_send(P.simple("cancel", job=job))
+                self.try_send(P.simple("cancel", job=wait.job))
             except (zmq.ZMQError, DaemonError):
                 pass
             raise
+
+    def _next_job_reply(self, wait: _JobWait) -> dict[str, Any] | None:
+        """The job's next progress or result reply, or None after a heartbeat, a reply of another request or a
+        quiet interval; heartbeats, stalls, silence and error replies are dealt with here."""
+        now = time.monotonic()
+        if wait.stall_timeout is not None and now - wait.progressed > wait.stall_timeout:
+            self.try_send(P.simple("cancel", job=wait.job))
+            raise DaemonError("stalled", f"{wait.job} made no progress for {wait.stall_timeout:g} s and was "
+                              "cancelled.", "See 'dfi daemon logs'; restart the daemon with 'dfi daemon stop' if it "
+                              "stays stuck.")
+        if now >= wait.next_beat:
+            self.try_send(P.simple("heartbeat", jobs=[wait.job]))  # unsent: silence tells
+            wait.next_beat = now + wait.interval
+        reply = self.receive(min(wait.next_beat - now, wait.interval))
+        now = time.monotonic()
+        if reply is None:
+            self._check_silence(wait, now)
+            return None
+        wait.heard = now
+        if reply.get("type") == "heartbeat":
+            self._heartbeat_answer(wait, reply)
+            return None
+        if reply.get("id") != wait.rid:
+            return None
+        wait.progressed = now
+        if reply.get("type") == "error":
+            raise DaemonError(reply.get("code", "error"), reply.get("message", "error"), reply.get("hint"), reply)
+        return reply
+
+    def _check_silence(self, wait: _JobWait, now: float) -> None:
+        """Silence with a closed connection means the daemon is gone; silence on an open one (a paused daemon)
+        is waited out up to the timeout."""
+        if now - wait.heard > wait.timeout or (now - wait.heard > wait.alive_s and self.peer_gone()):
+            raise DaemonUnavailable(
+                f"The daemon on {self.endpoint} stopped answering while running {wait.job} "
+                f"(no heartbeat reply for {now - wait.heard:.0f} s); it crashed or was stopped.",
+                "See 'dfi daemon logs', then retry: 'dfi daemon start' starts a new one (commands "
+                "start it themselves unless --no-autostart is given).")
+
+    def _heartbeat_answer(self, wait: _JobWait, reply: dict[str, Any]) -> None:
+        state = reply.get("jobs", {}).get(wait.job)
+        if state == "sent":  # its final reply was lost on the way (a reconnect): ask again
+            self.try_send(P.simple("result", job=wait.job))
+        if state == "unknown":
+            # results are sent before heartbeat answers, so the job really is gone
+            raise DaemonError("unknown_job", f"The daemon no longer knows {wait.job} and sent no result.",
+                              "It was probably restarted; submit the request again.")
+
+
+@dataclass
+class _JobWait:
+    """Where a client's wait for one job stands: its ids, and when it last heard anything and any progress."""
+
+    job: str
+    rid: Any
+    interval: float  # seconds between heartbeats
+    timeout: float
+    stall_timeout: float | None
+    alive_s: float  # silence this long on a closed connection: the daemon is gone
+    heard: float
+    progressed: float
+    next_beat: float
+
+    @classmethod
+    def start(cls, accepted: dict[str, Any], timeout: float, stall_timeout: float | None) -> _JobWait:
+        interval = float(accepted.get("heartbeat_interval_s", P.HEARTBEAT_INTERVAL_S))
+        now = time.monotonic()
+        # The main loop answers heartbeats even while the worker computes
+        return cls(accepted["job"], accepted["id"], interval, timeout, stall_timeout,
+                   min(timeout, max(LIVENESS_S, 4 * interval)), now, now, now + interval)

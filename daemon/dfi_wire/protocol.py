@@ -15,7 +15,10 @@ checked before any pixel memory is allocated.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from dataclasses import fields as dataclass_fields
 from typing import Any
 
 import msgpack
@@ -230,90 +233,181 @@ def _image(field: str, v: Any, limits: Limits, formats: dict[str, int]) -> Image
     return Image(w, h, fmt, bytes(data))
 
 
-def _strengths(field: str, v: Any, limits: Limits) -> list[float]:
+def _strengths(field: str, v: Any, limits: Limits) -> tuple[float, ...]:
     if not isinstance(v, list) or not v:
         raise _bad(field, "must be a non-empty list of numbers")
     if len(v) > limits.max_strengths:
         raise _bad(field, f"has {len(v)} entries; at most {limits.max_strengths} per request")
-    return [_float(f"{field}[{i}]", s, -100.0, 100.0) for i, s in enumerate(v)]
+    return tuple(_float(f"{field}[{i}]", s, -100.0, 100.0) for i, s in enumerate(v))
 
 
 def _job_id(field: str, v: Any) -> str:
     return _str(field, v, max_len=MAX_ID_LEN)
 
 
-_OPTION_CHECKS = {
-    "iterations": lambda f, v: _int(f, v, 1, 10_000),
-    "k": lambda f, v: _int(f, v, 1, 1000),
-    "scaling": lambda f, v: _str(f, v, SCALINGS),
-    "color": lambda f, v: _str(f, v, COLOR_MODES),
-    "align": _bool,
-    "feather": lambda f, v: _float(f, v, 0.0, 10_000.0),
-    "preview": lambda f, v: _float(f, v, 0.0, 3600.0),
-    "work_size": lambda f, v: _int(f, v, 0, MAX_WORK_SIZE),
-    "quality": lambda f, v: _str(f, v, QUALITIES),
-    "components": lambda f, v: _components(f, v),
-}
 MAX_WORK_SIZE = 4096  # px: the largest side an aligned face is edited at (0 = the database's own)
-EDIT_OPTIONS = ("iterations", "k", "scaling", "color", "align", "feather", "preview", "work_size", "quality",
-                "components")
-INPAINT_OPTIONS = ("iterations", "k", "scaling", "color", "align", "preview", "work_size", "quality")
 PREVIEW_MIN_S = 0.5  # previews come at most this often, whatever a request asks
 PREVIEW_MAX_SIDE = 256  # a preview's longer side, in pixels
+JOB_OPS = ("edit", "inpaint")
 
 
-def _components(field: str, v: Any) -> list[str]:
+def _components(field: str, v: Any) -> tuple[str, ...]:
     """A non-empty list of distinct COMPONENTS (e.g. ["shape", "tone"]: the instant part, no optimisation)."""
     if not isinstance(v, list) or not v or len(v) > len(COMPONENTS):
         raise _bad(field, f"must be a non-empty list of {', '.join(COMPONENTS)}")
     names = [_str(f"{field}[{i}]", x, COMPONENTS) for i, x in enumerate(v)]
     if len(set(names)) != len(names):
         raise _bad(field, "lists a component twice")
-    return [c for c in COMPONENTS if c in names]
+    return tuple(c for c in COMPONENTS if c in names)
+
+
+def _option(check: Callable[[str, Any], Any], ops: tuple[str, ...] = JOB_OPS) -> Any:
+    """One row of the option table: how a value is checked, and which requests take it."""
+    return dataclass_field(default=None, metadata={"check": check, "ops": ops})
+
+
+@dataclass(frozen=True)
+class Options:
+    """A job's options as the client sent them; None = not given (the daemon resolves its defaults once, when
+    it accepts the job). This class is the one table of options: each field says how it is checked and which
+    requests take it; ``EDIT_OPTIONS``/``INPAINT_OPTIONS`` and the checks are read from it."""
+
+    iterations: int | None = _option(lambda f, v: _int(f, v, 1, 10_000))
+    k: int | None = _option(lambda f, v: _int(f, v, 1, 1000))
+    scaling: str | None = _option(lambda f, v: _str(f, v, SCALINGS))
+    color: str | None = _option(lambda f, v: _str(f, v, COLOR_MODES))
+    align: bool | None = _option(lambda f, v: _bool(f, v))
+    feather: float | None = _option(lambda f, v: _float(f, v, 0.0, 10_000.0), ("edit",))
+    preview: float | None = _option(lambda f, v: _float(f, v, 0.0, 3600.0))
+    work_size: int | None = _option(lambda f, v: _int(f, v, 0, MAX_WORK_SIZE))
+    quality: str | None = _option(lambda f, v: _str(f, v, QUALITIES))
+    components: tuple[str, ...] | None = _option(lambda f, v: _components(f, v), ("edit",))
+
+    def given(self) -> dict[str, Any]:
+        """The options that were sent, as wire values (what a client would send to get this object)."""
+        return {f.name: list(v) if isinstance(v, tuple) else v
+                for f in dataclass_fields(self) if (v := getattr(self, f.name)) is not None}
+
+
+_OPTION_ROWS = {f.name: f.metadata for f in dataclass_fields(Options)}
+EDIT_OPTIONS = tuple(name for name, row in _OPTION_ROWS.items() if "edit" in row["ops"])
+INPAINT_OPTIONS = tuple(name for name, row in _OPTION_ROWS.items() if "inpaint" in row["ops"])
 
 
 def validate_option(name: str, value: Any) -> Any:
     """One option checked as a request's would be (for clients that check before sending)."""
-    return _OPTION_CHECKS[name](f"options.{name}", value)
+    checked = _OPTION_ROWS[name]["check"](f"options.{name}", value)
+    return list(checked) if isinstance(checked, tuple) else checked
 
 
-def _options(field: str, v: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
-    if not isinstance(v, dict):
-        raise _bad(field, f"must be a map, got {type(v).__name__}")
-    out = {}
-    for key, val in v.items():
-        if key not in allowed:
-            raise _bad(f"{field}.{str(key)[:40]}", f"is not an option here; allowed: {', '.join(allowed)}")
-        out[key] = _OPTION_CHECKS[key](f"{field}.{key}", val)
-    return out
+def _options(op: str) -> Callable[[str, Any, Limits], Options]:
+    """The checker of ``op``'s options map: known names only, each checked by its row of :class:`Options`."""
+    def check(field: str, v: Any, limits: Limits) -> Options:
+        if not isinstance(v, dict):
+            raise _bad(field, f"must be a map, got {type(v).__name__}")
+        allowed = EDIT_OPTIONS if op == "edit" else INPAINT_OPTIONS
+        out = {}
+        for key, val in v.items():
+            if key not in allowed:
+                raise _bad(f"{field}.{str(key)[:40]}", f"is not an option here; allowed: {', '.join(allowed)}")
+            out[key] = _OPTION_ROWS[key]["check"](f"{field}.{key}", val)
+        return Options(**out)
+    return check
 
 
-# op -> {field: (required, checker(field, value, limits))}
-_Field = tuple[bool, Any]
-OPS: dict[str, dict[str, _Field]] = {
-    "hello": {"versions": (False, lambda f, v, lim: [_int(f, x, 0, 1 << 30) for x in _list(f, v, 32)]),
-              "client": (False, lambda f, v, lim: _str(f, v, max_len=200))},
-    "ping": {},
-    "status": {},
-    "attributes": {},
-    "echo": {"image": (True, lambda f, v, lim: _image(f, v, lim, FORMATS))},
-    "edit": {
-        "image": (True, lambda f, v, lim: _image(f, v, lim, FORMATS)),
+# --------------------------------------------------------------------------- typed requests (after validation)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Request:
+    """A validated request: ``op`` and the client's ``id`` (echoed in every reply). Ops without fields
+    (ping, status, attributes, shutdown) are this class itself."""
+
+    op: str
+    id: Any = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hello(Request):
+    versions: tuple[int, ...] | None = None
+    client: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Echo(Request):
+    image: Image
+
+
+@dataclass(frozen=True, kw_only=True)
+class Edit(Request):
+    """An attribute edit: one result image per strength."""
+
+    image: Image
+    attribute: str
+    strengths: tuple[float, ...]
+    mask: Image | None = None
+    options: Options = Options()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Inpaint(Request):
+    """Fill selection: the masked region reconstructed from neighbours."""
+
+    image: Image
+    mask: Image
+    strength: float | None = None
+    options: Options = Options()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Heartbeat(Request):
+    jobs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobRef(Request):
+    """cancel and result: a request about one job."""
+
+    job: str
+
+
+JobRequest = Edit | Inpaint
+
+
+def _image_of(formats: dict[str, int]) -> Callable[[str, Any, Limits], Image]:
+    return lambda f, v, lim: _image(f, v, lim, formats)
+
+
+def _job_ref(f: str, v: Any, lim: Limits) -> str:
+    return _job_id(f, v)
+
+
+# op -> (the class it becomes, {field: (required, checker(field, value, limits))})
+_Field = tuple[bool, Callable[[str, Any, Limits], Any]]
+OPS: dict[str, tuple[type[Request], dict[str, _Field]]] = {
+    "hello": (Hello, {"versions": (False, lambda f, v, lim: tuple(_int(f, x, 0, 1 << 30) for x in _list(f, v, 32))),
+                      "client": (False, lambda f, v, lim: _str(f, v, max_len=200))}),
+    "ping": (Request, {}),
+    "status": (Request, {}),
+    "attributes": (Request, {}),
+    "echo": (Echo, {"image": (True, _image_of(FORMATS))}),
+    "edit": (Edit, {
+        "image": (True, _image_of(FORMATS)),
         "mask": (False, lambda f, v, lim: None if v is None else _image(f, v, lim, MASK_FORMATS)),
         "attribute": (True, lambda f, v, lim: _str(f, v, max_len=200)),
         "strengths": (True, _strengths),
-        "options": (False, lambda f, v, lim: _options(f, v, EDIT_OPTIONS)),
-    },
-    "inpaint": {
-        "image": (True, lambda f, v, lim: _image(f, v, lim, FORMATS)),
-        "mask": (True, lambda f, v, lim: _image(f, v, lim, MASK_FORMATS)),
+        "options": (False, _options("edit")),
+    }),
+    "inpaint": (Inpaint, {
+        "image": (True, _image_of(FORMATS)),
+        "mask": (True, _image_of(MASK_FORMATS)),
         "strength": (False, lambda f, v, lim: _float(f, v, -100.0, 100.0)),
-        "options": (False, lambda f, v, lim: _options(f, v, INPAINT_OPTIONS)),
-    },
-    "heartbeat": {"jobs": (False, lambda f, v, lim: [_job_id(f, x) for x in _list(f, v, 64)])},
-    "cancel": {"job": (True, lambda f, v, lim: _job_id(f, v))},
-    "result": {"job": (True, lambda f, v, lim: _job_id(f, v))},
-    "shutdown": {},
+        "options": (False, _options("inpaint")),
+    }),
+    "heartbeat": (Heartbeat, {"jobs": (False, lambda f, v, lim: tuple(_job_id(f, x) for x in _list(f, v, 64)))}),
+    "cancel": (JobRef, {"job": (True, _job_ref)}),
+    "result": (JobRef, {"job": (True, _job_ref)}),
+    "shutdown": (Request, {}),
 }
 
 
@@ -336,11 +430,7 @@ def request_id(msg: dict[str, Any]) -> Any:
     return rid
 
 
-def validate_request(msg: dict[str, Any], limits: Limits = Limits()) -> dict[str, Any]:
-    """Check a decoded request; return ``{"op", "id", <fields>}`` with images as :class:`Image`.
-
-    Raises :class:`ProtocolError` for anything not exactly as documented.
-    """
+def _check_version(msg: dict[str, Any]) -> None:
     v = msg.get("v")
     if isinstance(v, bool) or not isinstance(v, int):
         raise ProtocolError("unsupported_version", "Message has no integer protocol version 'v'.",
@@ -349,6 +439,9 @@ def validate_request(msg: dict[str, Any], limits: Limits = Limits()) -> dict[str
         raise ProtocolError("unsupported_version", f"Protocol version {v} is not supported by this daemon.",
                             f"This daemon speaks versions {list(SUPPORTED_VERSIONS)}; upgrade the older side.",
                             supported=list(SUPPORTED_VERSIONS))
+
+
+def _check_op(msg: dict[str, Any]) -> str:
     op = msg.get("op")
     if op is None:
         raise ProtocolError("unknown_op", "The message has no 'op' field.", f"Add 'op', one of: {', '.join(OPS)}.")
@@ -357,24 +450,38 @@ def validate_request(msg: dict[str, Any], limits: Limits = Limits()) -> dict[str
         raise ProtocolError("unknown_op", f"Unknown operation {shown}.", f"Use one of: {', '.join(OPS)}.")
     if "id" in msg and request_id(msg) is None and msg["id"] is not None:
         raise _bad("id", f"must be an integer or a string of at most {MAX_ID_LEN} characters")
-    fields = OPS[op]
+    return op
+
+
+def _check_fields(op: str, msg: dict[str, Any], limits: Limits) -> dict[str, Any]:
+    """Each field of ``op`` checked; unknown fields and missing required ones refused."""
+    fields = OPS[op][1]
     unknown = [k for k in msg if k not in ("v", "op", "id") and k not in fields]
     if unknown:
         allowed = ", ".join(["v", "op", "id", *fields])
         raise _bad(str(unknown[0])[:40], f"is not part of '{op}' (allowed: {allowed})")
-    out: dict[str, Any] = {"op": op, "id": request_id(msg)}
+    out: dict[str, Any] = {}
     for name, (required, check) in fields.items():
-        if name not in msg:
-            if required:
-                raise _bad(name, f"is required by '{op}'")
-            continue
-        out[name] = check(name, msg[name], limits)
-    for name in ("mask",):
-        m, im = out.get(name), out.get("image")
-        if m is not None and im is not None and (m.width, m.height) != (im.width, im.height):
-            raise _bad(name, f"is {m.width}x{m.height} but the image is {im.width}x{im.height}; "
-                       "they must be the same size")
+        if name in msg:
+            out[name] = check(name, msg[name], limits)
+        elif required:
+            raise _bad(name, f"is required by '{op}'")
+    m, im = out.get("mask"), out.get("image")
+    if m is not None and im is not None and (m.width, m.height) != (im.width, im.height):
+        raise _bad("mask", f"is {m.width}x{m.height} but the image is {im.width}x{im.height}; "
+                   "they must be the same size")
     return out
+
+
+def validate_request(msg: dict[str, Any], limits: Limits = Limits()) -> Request:
+    """Check a decoded request; return it typed (:class:`Edit`, :class:`Inpaint`, … with images as
+    :class:`Image` and options as :class:`Options`). The wire itself stays plain maps.
+
+    Raises :class:`ProtocolError` for anything not exactly as documented.
+    """
+    _check_version(msg)
+    op = _check_op(msg)
+    return OPS[op][0](op=op, id=request_id(msg), **_check_fields(op, msg, limits))
 
 
 # --------------------------------------------------------------------------- request builders (for clients)

@@ -18,7 +18,8 @@ from dataclasses import replace
 import numpy as np
 
 from ..edit import EditOptions, EditResult, apply_vector
-from ..features import Features, ProgressFn
+from ..features import Features
+from ..progress import CancelFn, Event, ProgressFn
 from ..vgg import VGGFeatures
 from .align import AlignedFace
 
@@ -74,13 +75,11 @@ def two_stage(coarse: AlignedFace, iterations: int, solve: Solve, prepare: Prepa
             return lambda: crop01 + resize(render() - coarse.crop / 255.0, size)
 
         def stage(offset: float, scale: float, label: str, is_coarse: bool) -> ProgressFn:
-            def report(name: str, i: int, n: int, **extra) -> None:
-                if name != "reconstruct":
-                    return progress(name, i, n, **extra)
-                extra["step"] = f"{label} {i}/{n}"
-                if is_coarse and extra.get("render") is not None:
-                    extra["render"] = upsampled(extra["render"])
-                progress(name, offset + i * scale, total, **extra)
+            def report(ev: Event) -> None:
+                if ev.stage != "reconstruct":
+                    return progress(ev)
+                shown = upsampled(ev.preview) if is_coarse and ev.preview is not None else ev.preview
+                progress(replace(ev.scaled(offset, scale, total, f"{label} {ev.step:g}/{ev.total:g}"), preview=shown))
             return report
 
         small_mask = np.clip(resize(crop_mask, base), 0.0, 1.0)
@@ -100,7 +99,7 @@ def coarse_to_fine(
     w_fine: Features,
     strengths: Sequence[float],
     options: EditOptions,
-    cancel: Callable[[], bool] | None = None,
+    cancel: CancelFn | None = None,
 ) -> Callable[[np.ndarray, np.ndarray, ProgressFn], EditResult]:
     """An attribute edit in two stages: the fine stage starts from the fine crop plus the upsampled coarse change
     (so the photo's own detail is kept wherever the edit does nothing), with colour dearer (``fine_chroma_weight``)."""
@@ -114,12 +113,13 @@ def coarse_to_fine(
     def solve(crop01: np.ndarray, mask: np.ndarray, n: int, progress: ProgressFn,
               ups: np.ndarray | None) -> EditResult:
         if ups is None:
-            return apply_vector(net, crop01, w_coarse, strengths, mask,
-                                replace(options, reconstruct=replace(cfg, iterations=n)), progress, cancel)
+            return apply_vector(net, crop01, w_coarse, strengths, mask=mask,
+                                options=replace(options, reconstruct=replace(cfg, iterations=n)), progress=progress,
+                                cancel=cancel)
         starts = np.clip(crop01 * 255.0 + ups - resize(coarse.crop, crop01.shape[0]), 0.0, 255.0)
-        return apply_vector(net, crop01, w_fine, strengths, mask,
-                            replace(options, reconstruct=replace(cfg, iterations=n, chroma_weight=fine_chroma)),
-                            progress, cancel, start=starts)
+        return apply_vector(net, crop01, w_fine, strengths, mask=mask,
+                            options=replace(options, reconstruct=replace(cfg, iterations=n, chroma_weight=fine_chroma)),
+                            progress=progress, cancel=cancel, start=starts)
 
     return two_stage(coarse, iterations_of(net, options), solve)
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..features import Features, ProgressFn, mean_features
+from ..features import Features, mean_features
+from ..progress import ProgressFn, report
 from .attributes import AttributeDef
 from .cache import FeatureCache, set_key
 from .database import Database, content_hash, thumbnail
@@ -234,8 +235,7 @@ def mean_cached(net, db: Database, indices: np.ndarray, batch_size: int, cache: 
     if cache is not None:
         hit = cache.get(key)
         if hit is not None:
-            if progress:
-                progress(stage + " (cached)", len(indices), len(indices))
+            report(progress, stage + " (cached)", len(indices), len(indices))
             return hit
     images = db.images(indices)
     if before is not None:

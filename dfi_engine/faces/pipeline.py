@@ -4,24 +4,62 @@ Only the change (edited crop − crop) goes back to the photo, upsampled, so
 the photo keeps its full-resolution detail wherever the edit does nothing;
 the result is composited through the feathered face region times the user's
 mask, and every pixel outside it is bit-identical to the input.
+
+The photo is split (RGB, alpha, layout) and the user's mask converted once per
+edit, into a :class:`Photo` that every step reads; progress and cancel follow
+:mod:`dfi_engine.progress`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
 from ..edit import EditOptions, EditResult, apply_vector, fill_grey, fill_smooth, inpaint_options
-from ..features import Features, ProgressFn
-from ..images import merge_image, split_image, to_mask
+from ..features import Features
+from ..images import ImageSpec, merge_image, split_image, to_mask
 from ..postprocess import blend, compose, feather
+from ..progress import CancelFn, Event, ProgressFn
 from ..vgg import VGGFeatures
 from . import align as al
 from .coarse_to_fine import coarse_to_fine, iterations_of, pixel_iterations, resize, two_stage
 from .errors import NoFaceError
 from .landmarks import FaceDetector, choose_face
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A photo split once: float RGB 0..255, alpha, its layout, and the user's mask as weights 0..1 (1 without
+    a mask). Every step of one edit reads this instead of splitting the array again."""
+
+    pixels: np.ndarray  # as given: the layout results come back in
+    rgb: np.ndarray
+    alpha: np.ndarray | None
+    spec: ImageSpec
+    mask: np.ndarray | None  # as given (None: no selection)
+    weights: np.ndarray
+
+    @classmethod
+    def of(cls, photo: np.ndarray | Photo, mask: np.ndarray | None = None, max_pixels: int = 50_000_000) -> Photo:
+        """``photo`` split (an already split :class:`Photo` is returned as is, with its own mask)."""
+        if isinstance(photo, Photo):
+            return photo
+        rgb, alpha, spec = split_image(photo, max_pixels)
+        return cls(photo, rgb, alpha, spec, mask, to_mask(mask, spec.height, spec.width))
+
+    def with_pixels(self, pixels: np.ndarray, max_pixels: int = 50_000_000) -> Photo:
+        """Another image of the same layout (a shape-and-tone start) under the same, already converted mask."""
+        if pixels is self.pixels:
+            return self
+        rgb, alpha, spec = split_image(pixels, max_pixels)
+        return replace(self, pixels=pixels, rgb=rgb, alpha=alpha, spec=spec)
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return self.spec.height, self.spec.width
 
 
 @dataclass
@@ -37,7 +75,7 @@ class FaceEditResult:
     info: dict = field(default_factory=dict)
 
 
-def align_photo(photo: np.ndarray, size: int, detector: FaceDetector | None = None,
+def align_photo(photo: np.ndarray | Photo, size: int, detector: FaceDetector | None = None,
                 mask: np.ndarray | None = None, whole_image: bool = False,
                 max_pixels: int = 50_000_000) -> al.AlignedFace:
     """Detect the face (inside the mask if given, else the largest) and map it to the canonical crop.
@@ -45,83 +83,117 @@ def align_photo(photo: np.ndarray, size: int, detector: FaceDetector | None = No
     ``whole_image=True`` skips detection and squeezes the whole image into the
     square instead (the explicit fall-back when no face is found).
     """
-    rgb, _, spec = split_image(photo, max_pixels)
+    p = Photo.of(photo, mask, max_pixels)
     if whole_image:
-        m = al.whole_matrix(spec.height, spec.width, size)
-        return al.AlignedFace(al.warp_to_crop(rgb, m, size), m, size, None, None, [], "whole image, unaligned")
+        m = al.whole_matrix(p.spec.height, p.spec.width, size)
+        return al.AlignedFace(al.warp_to_crop(p.rgb, m, size), m, size, None, None, [], "whole image, unaligned")
     det = detector or FaceDetector()
-    faces = det.detect(rgb / 255.0)
+    faces = det.detect(p.rgb / 255.0)
     if not faces:
         raise NoFaceError(
-            f"No face found in the {spec.width}x{spec.height} image.",
+            f"No face found in the {p.spec.width}x{p.spec.height} image.",
             "Select a larger region around a frontal face, or run without alignment on the whole image "
             "(whole_image=True; CLI --no-align).",
         )
-    i, why = choose_face(faces, None if mask is None else to_mask(mask, spec.height, spec.width))
-    crop, m = al.align_rgb(rgb, faces[i], size)
+    i, why = choose_face(faces, None if p.mask is None else p.weights)
+    crop, m = al.align_rgb(p.rgb, faces[i], size)
     return al.AlignedFace(crop, m, size, faces[i].landmarks, faces[i], faces, why)
+
+
+CropRunner = Callable[[np.ndarray, np.ndarray, ProgressFn], EditResult]
+"""Edits the aligned crop instead of ``apply_vector``: (crop 0..1, crop mask 0..1, progress) -> result."""
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """Where the edit lands in the photo: the crop's mask, the photo's blend weight and the crop's box."""
+
+    crop_mask: np.ndarray
+    weight: np.ndarray
+    box: tuple[int, int, int, int]
+    radius: float
+
+
+def _frame(p: Photo, af: al.AlignedFace, size: int, options: EditOptions, feather_frac: float) -> _Frame:
+    """The face region in the crop (times the selection) and its feathered weight in the photo."""
+    from ..errors import InputError
+
+    ellipse = af.aligned
+    crop_region = al.region_in_crop(size, ellipse)
+    if p.mask is not None:
+        crop_region = crop_region * np.clip(al.warp_to_crop(p.weights, af.matrix, size), 0.0, 1.0)
+    if not (crop_region > 0.01).any():
+        raise InputError("The selection does not overlap the face.", "Select (part of) the face, or select nothing.")
+    crop_mask = np.where(crop_region > 0.01, crop_region, 0.0).astype(np.float32)
+    region, box = al.region_in_photo(af.matrix, size, p.hw, ellipse)
+    face_px = (box[2] - box[0] + box[3] - box[1]) / 2.0
+    radius = options.feather if options.feather is not None else feather_frac * face_px
+    weight = feather(region * p.weights, radius if ellipse else 0.02 * min(p.hw))
+    return _Frame(crop_mask, weight, box, radius)
 
 
 def edit_aligned(
     net: VGGFeatures,
-    photo: np.ndarray,
-    w: Features,
+    photo: np.ndarray | Photo,
+    w: Features | None,
     strengths: Sequence[float],
+    *,
     size: int,
     mask: np.ndarray | None = None,
     options: EditOptions = EditOptions(),
     detector: FaceDetector | None = None,
     whole_image: bool = False,
     progress: ProgressFn | None = None,
-    cancel: Callable[[], bool] | None = None,
+    cancel: CancelFn | None = None,
     aligned: al.AlignedFace | None = None,
     feather_frac: float = 0.06,
-    runner: Callable[[np.ndarray, np.ndarray, ProgressFn], EditResult] | None = None,
+    runner: CropRunner | None = None,
 ) -> FaceEditResult:
     """Apply an attribute vector ``w`` (computed on size×size aligned neighbours) to the face in ``photo``.
 
-    ``w`` may be None when ``runner(crop 0..1, crop mask, progress)`` does the edit on the crop instead.
+    ``photo`` is the array (with ``mask``) or a :class:`Photo` (which carries its mask). ``w`` may be None
+    when ``runner(crop 0..1, crop mask, progress)`` does the edit on the crop instead.
     """
-    rgb, alpha, spec = split_image(photo, options.max_pixels)
-    user = to_mask(mask, spec.height, spec.width)
-    af = aligned or align_photo(photo, size, detector, mask, whole_image, options.max_pixels)
-    ellipse = af.aligned
-    crop_region = al.region_in_crop(size, ellipse)
-    if mask is not None:
-        crop_region = crop_region * np.clip(al.warp_to_crop(user, af.matrix, size), 0.0, 1.0)
-    if not (crop_region > 0.01).any():
-        from ..errors import InputError
-
-        raise InputError("The selection does not overlap the face.", "Select (part of) the face, or select nothing.")
-    crop_mask = np.where(crop_region > 0.01, crop_region, 0.0).astype(np.float32)
-    region, box = al.region_in_photo(af.matrix, size, (spec.height, spec.width), ellipse)
-    weight_mask = region * user
-    face_px = (box[2] - box[0] + box[3] - box[1]) / 2.0
-    radius = options.feather if options.feather is not None else feather_frac * face_px
-    weight = feather(weight_mask, radius) if ellipse else feather(weight_mask, 0.02 * min(spec.height, spec.width))
+    p = Photo.of(photo, mask, options.max_pixels)
+    af = aligned or align_photo(p, size, detector, whole_image=whole_image)
+    fr = _frame(p, af, size, options, feather_frac)
 
     def to_photo(edited: np.ndarray) -> np.ndarray:
         """An edited crop (0..1) back into the photo: only the change is warped, then blended."""
         delta = edited.astype(np.float32) * 255.0 - af.crop
-        back = al.warp_from_crop(delta, af.matrix, (spec.height, spec.width), box)
-        out_rgb = blend(rgb, np.clip(rgb + back, 0.0, 255.0), weight)
-        return compose(photo, merge_image(out_rgb, spec, alpha), weight)
+        back = al.warp_from_crop(delta, af.matrix, p.hw, fr.box)
+        out_rgb = blend(p.rgb, np.clip(p.rgb + back, 0.0, 255.0), fr.weight)
+        return compose(p.pixels, merge_image(out_rgb, p.spec, p.alpha), fr.weight)
 
-    def photo_progress(stage: str, done: int, total: int, render: Callable[[], np.ndarray] | None = None,
-                       **extra) -> None:
-        if progress:
-            if render is not None:  # a live preview shows the photo, not the aligned crop
-                extra["render"] = lambda: to_photo(render())
-            progress(stage, done, total, **extra)
+    def photo_progress(ev: Event) -> None:
+        if progress:  # a live preview shows the photo, not the aligned crop
+            progress(ev if ev.preview is None else replace(ev, preview=lambda: to_photo(ev.preview())))
 
     if runner is not None:  # e.g. inpainting, which needs the crop mask to build its vector
-        res = runner(af.crop / 255.0, crop_mask, photo_progress)
+        res = runner(af.crop / 255.0, fr.crop_mask, photo_progress)
     else:
-        res = apply_vector(net, af.crop / 255.0, w, strengths, crop_mask, options, photo_progress, cancel)
+        res = apply_vector(net, af.crop / 255.0, w, strengths, mask=fr.crop_mask, options=options,
+                           progress=photo_progress, cancel=cancel)
     outs = [to_photo(edited) for edited in res.images]
     crops = [np.clip(np.rint(edited * 255.0), 0, 255).astype(np.uint8) for edited in res.images]
-    info = {"face": af.report(), "work_size": size, "feather_px": round(float(radius), 2), "region_box": list(box)}
+    info = {"face": af.report(), "work_size": size, "feather_px": round(float(fr.radius), 2),
+            "region_box": list(fr.box)}
     return FaceEditResult(outs, res.strengths, res.losses, res.weights_label, af, crops, info)
+
+
+@dataclass(frozen=True)
+class _Edit:
+    """What every phase of one face edit reads, so each phase takes this and what it adds, not eleven values."""
+
+    net: VGGFeatures
+    photo: Photo
+    database: Any
+    options: EditOptions
+    detector: FaceDetector | None
+    whole_image: bool
+    cache: Any
+    progress: ProgressFn | None
+    cancel: CancelFn | None
 
 
 def edit_attribute(
@@ -130,6 +202,7 @@ def edit_attribute(
     database,
     attribute,
     strengths: Sequence[float],
+    *,
     mask: np.ndarray | None = None,
     options: EditOptions = EditOptions(),
     detector: FaceDetector | None = None,
@@ -140,8 +213,7 @@ def edit_attribute(
     given: Mapping[str, float] | None = None,
     rerank_landmarks: bool = False,
     progress: ProgressFn | None = None,
-    cancel: Callable[[], bool] | None = None,
-    *,
+    cancel: CancelFn | None = None,
     components: Collection[str] | Mapping[str, float] | None = None,
     tone_form: str = "ratio",
 ) -> FaceEditResult:
@@ -155,51 +227,88 @@ def edit_attribute(
     database built before them edits texture only when ``components`` is left open, and says how to rebuild
     when shape or tone is asked for. Texture (DFI) starts from the shape and tone result.
     """
-    from .components import component_weights, dense_missing, residual_change, shape_tone_photos
-    from .neighbours import input_scores, select
+    from .components import component_weights
 
-    weights = component_weights(attribute, components)
     if attribute.kind == "inpaint":
-        if mask is None:
-            from ..errors import InputError
-
-            raise InputError("Filling a selection needs a selection.", "Select the region to fill.")
-        return inpaint_face(net, photo, database, mask, strengths[0] if strengths else attribute.strength,
-                            options, detector, whole_image, k, minimum, cache, progress, cancel)
-    af = align_photo(photo, database.resolution, detector, mask, whole_image, options.max_pixels)
-    scores, how, thumb = input_scores(database, photo, af, given)
-    sel = select(database, attribute, scores, k=k, minimum=minimum, exclude=how.get("index"),
-                 identity=how.get("identity"), input_landmarks=af.crop_landmarks if rerank_landmarks else None,
-                 thumb=thumb)
-    notes: list[str] = []
-    if (weights["shape"] or weights["tone"]) and (missing := dense_missing(database, sel)) is not None:
-        if components is not None:  # asked for: say how to get it
-            raise missing
-        notes.append(str(missing))  # the attribute's default: texture only, and why
-        weights = {**weights, "shape": 0.0, "tone": 0.0}
-    if not af.aligned:
-        weights = {**weights, "shape": 0.0, "tone": 0.0}
-    info: dict = {"attribute": attribute.name, "input_scores": how, "neighbours": sel.summary(),
-                  "components": weights, "notes": notes}
-    if weights["shape"] or weights["tone"]:
-        from ..backbones import defaults_for
-
-        base = attribute.strength if attribute.strength is not None else defaults_for(net.backbone).strength
-        starts, info["shape_tone"], proto = shape_tone_photos(photo, af, database, sel, strengths, base, weights,
-                                                              detector, mask, options.max_pixels, tone_form)
-        change = residual_change(database, proto, weights)  # DFI learns the texture shape and tone leave
-    else:
-        starts, change = [photo] * len(strengths), None
+        return _fill_attribute(net, photo, database, attribute, strengths, mask=mask, options=options,
+                               detector=detector, whole_image=whole_image, k=k, minimum=minimum, cache=cache,
+                               progress=progress, cancel=cancel)
+    job = _Edit(net, Photo.of(photo, mask, options.max_pixels), database, options, detector, whole_image, cache,
+                progress, cancel)
+    af = align_photo(job.photo, database.resolution, detector, whole_image=whole_image)
+    sel, info = _neighbours(job, attribute, af, k, minimum, given, rerank_landmarks)
+    weights = _usable(job, sel, af, component_weights(attribute, components), components is not None, info)
+    starts, change = _shape_tone(job, attribute, af, sel, strengths, weights, tone_form, info)
     if not weights["texture"]:
         crops = [np.clip(np.rint(al.warp_to_crop(split_image(im, options.max_pixels)[0], af.matrix, af.size)),
                          0, 255).astype(np.uint8) for im in starts]
         return FaceEditResult(starts, [float(s) for s in strengths], [0.0] * len(strengths), "shape+tone", af,
                               crops, {**info, "face": af.report(), "work_size": af.size})
-    # each strength has its own shape-and-tone start, so texture runs once per start (one batch without them)
+    return _texture_all(job, af, sel, starts, strengths, weights, change, info)
+
+
+def _fill_attribute(net: VGGFeatures, photo: np.ndarray, database, attribute, strengths: Sequence[float], *,
+                    mask: np.ndarray | None, **kw: Any) -> FaceEditResult:
+    """An attribute of kind "inpaint" (Fill selection) asked for through ``edit_attribute``."""
+    if mask is None:
+        from ..errors import InputError
+
+        raise InputError("Filling a selection needs a selection.", "Select the region to fill.")
+    return inpaint_face(net, photo, database, mask, strength=strengths[0] if strengths else attribute.strength,
+                        **kw)
+
+
+def _neighbours(job: _Edit, attribute, af: al.AlignedFace, k: int, minimum: int,
+                given: Mapping[str, float] | None, rerank_landmarks: bool) -> tuple[Any, dict]:
+    """The neighbour selection for ``attribute`` and the start of the result's info."""
+    from .neighbours import input_scores, select
+
+    scores, how, thumb = input_scores(job.database, job.photo.pixels, af, given)
+    sel = select(job.database, attribute, scores, k=k, minimum=minimum, exclude=how.get("index"),
+                 identity=how.get("identity"), input_landmarks=af.crop_landmarks if rerank_landmarks else None,
+                 thumb=thumb)
+    return sel, {"attribute": attribute.name, "input_scores": how, "neighbours": sel.summary(), "notes": []}
+
+
+def _usable(job: _Edit, sel, af: al.AlignedFace, weights: dict[str, float], asked: bool,
+            info: dict) -> dict[str, float]:
+    """The component weights that can run: shape and tone need dense landmarks and an aligned face."""
+    from .components import dense_missing
+
+    if (weights["shape"] or weights["tone"]) and (missing := dense_missing(job.database, sel)) is not None:
+        if asked:  # asked for: say how to get it
+            raise missing
+        info["notes"].append(str(missing))  # the attribute's default: texture only, and why
+        weights = {**weights, "shape": 0.0, "tone": 0.0}
+    if not af.aligned:
+        weights = {**weights, "shape": 0.0, "tone": 0.0}
+    info["components"] = weights
+    return weights
+
+
+def _shape_tone(job: _Edit, attribute, af: al.AlignedFace, sel, strengths: Sequence[float],
+                weights: Mapping[str, float], tone_form: str, info: dict) -> tuple[list[np.ndarray], Any]:
+    """One start per strength with shape and tone applied (the photo itself without them), and the change
+    DFI's texture is learnt on top of (None without them)."""
+    if not (weights["shape"] or weights["tone"]):
+        return [job.photo.pixels] * len(strengths), None
+    from ..backbones import defaults_for
+    from .components import residual_change, shape_tone_photos
+
+    base = attribute.strength if attribute.strength is not None else defaults_for(job.net.backbone).strength
+    starts, info["shape_tone"], proto = shape_tone_photos(
+        job.photo.pixels, af, job.database, sel, strengths, base, weights, job.detector, job.photo.mask,
+        job.options.max_pixels, tone_form)
+    return starts, residual_change(job.database, proto, weights)  # DFI learns the texture shape and tone leave
+
+
+def _texture_all(job: _Edit, af: al.AlignedFace, sel, starts: list[np.ndarray], strengths: Sequence[float],
+                 weights: Mapping[str, float], change: Any, info: dict) -> FaceEditResult:
+    """DFI texture on every start: one batch without shape and tone, else once per start (each its own)."""
     groups = [(starts[0], list(strengths))] if weights["shape"] == weights["tone"] == 0 else \
         [(im, [s]) for im, s in zip(starts, strengths)]
-    parts = [_texture(net, start, photo, database, sel, [s * weights["texture"] for s in group], af, mask, options,
-                      detector, whole_image, cache, _share(progress, i, len(groups)), cancel, change)
+    parts = [_texture(job, job.photo.with_pixels(start, job.options.max_pixels), sel,
+                      [s * weights["texture"] for s in group], af, _share(job.progress, i, len(groups)), change)
              for i, (start, group) in enumerate(groups)]
     res = parts[0]
     for part in parts[1:]:
@@ -215,46 +324,93 @@ def _share(progress: ProgressFn | None, i: int, n: int) -> ProgressFn | None:
     if progress is None or n == 1:
         return progress
 
-    def report(stage: str, done: int, total: int, **extra) -> None:
-        if stage == "reconstruct":
-            progress(stage, i * total + done, n * total, **extra)
+    def report(ev: Event) -> None:
+        if ev.stage == "reconstruct":
+            progress(ev.scaled(i * ev.total, 1.0, n * ev.total))
         elif i == 0:  # the later ones' neighbour features come from the cache: no step back to "features"
-            progress(stage, done, total, **extra)
+            progress(ev)
 
     return report
 
 
-def _texture(net: VGGFeatures, photo: np.ndarray, af_photo: np.ndarray, database, sel, strengths: Sequence[float],
-             af: al.AlignedFace, mask: np.ndarray | None, options: EditOptions, detector: FaceDetector | None,
-             whole_image: bool, cache, progress: ProgressFn | None, cancel: Callable[[], bool] | None,
-             change: tuple[Callable, bytes] | None = None) -> FaceEditResult:
-    """DFI on ``photo`` (the input, or its shape and tone result) in the face frame found on ``af_photo``;
+def _texture(job: _Edit, start: Photo, sel, strengths: Sequence[float], af: al.AlignedFace,
+             progress: ProgressFn | None, change: tuple[Callable, bytes] | None = None) -> FaceEditResult:
+    """DFI on ``start`` (the input, or its shape and tone result) in the face frame found on the input;
     ``change``: (how each source neighbour is moved first, its cache key), see ``components.residual_change``."""
     from .neighbours import attribute_vector_cached
 
-    if af.aligned and photo is not af_photo:
-        af = replace(af, crop=al.warp_to_crop(split_image(photo, options.max_pixels)[0], af.matrix, af.size))
+    opts = job.options
+    if af.aligned and start is not job.photo:
+        af = replace(af, crop=al.warp_to_crop(start.rgb, af.matrix, af.size))
     moved = {"source_change": change[0], "change_key": change[1]} if change else {}
-    w = attribute_vector_cached(net, database, sel, options.batch_size, cache, progress, **moved)
-    fine = at_working_size(af, photo, options)
+    w = attribute_vector_cached(job.net, job.database, sel, opts.batch_size, job.cache, progress, **moved)
+    fine = at_working_size(af, start, opts)
+    common = {"options": opts, "detector": job.detector, "whole_image": job.whole_image, "progress": progress,
+              "cancel": job.cancel}
     if fine is af:
-        res = edit_aligned(net, photo, w, strengths, af.size, mask, options, detector, whole_image, progress,
-                           cancel, aligned=af)
+        res = edit_aligned(job.net, start, w, strengths, size=af.size, aligned=af, **common)
     else:
-        w_fine = attribute_vector_cached(net, database, sel, options.batch_size, cache, progress, size=fine.size,
-                                         **moved)
-        res = edit_aligned(net, photo, None, strengths, fine.size, mask, options, detector, whole_image, progress,
-                           cancel, aligned=fine, runner=coarse_to_fine(net, af, w, w_fine, strengths, options, cancel))
-    res.info["pixel_iterations"] = pixel_iterations(iterations_of(net, options), af.size, fine.size)
+        w_fine = attribute_vector_cached(job.net, job.database, sel, opts.batch_size, job.cache, progress,
+                                         size=fine.size, **moved)
+        res = edit_aligned(job.net, start, None, strengths, size=fine.size, aligned=fine, **common,
+                           runner=coarse_to_fine(job.net, af, w, w_fine, strengths, opts, job.cancel))
+    res.info["pixel_iterations"] = pixel_iterations(iterations_of(job.net, opts), af.size, fine.size)
     return res
 
 
-def at_working_size(af: al.AlignedFace, photo: np.ndarray, options: EditOptions) -> al.AlignedFace:
+def at_working_size(af: al.AlignedFace, photo: np.ndarray | Photo, options: EditOptions) -> al.AlignedFace:
     """The face at the side it is edited at (``options.work_size`` caps it; see ``align.working_size``)."""
     size = al.working_size(af.matrix, af.size, options.work_size)
     if size == af.size:
         return af
-    return af.resized(split_image(photo, options.max_pixels)[0], size)
+    return af.resized(Photo.of(photo, None, options.max_pixels).rgb, size)
+
+
+class _Fill:
+    """Inpainting's two steps at any stage's size: the vector (cached per region), then the solve."""
+
+    def __init__(self, net: VGGFeatures, database, idx: np.ndarray, options: EditOptions, cache,
+                 strength: float, coarse: al.AlignedFace, cancel: CancelFn | None) -> None:
+        self.net, self.database, self.idx, self.options, self.cache = net, database, idx, options, cache
+        self.strength, self.coarse, self.cancel = strength, coarse, cancel
+        self.vectors: dict[int, tuple[np.ndarray, Features]] = {}  # size -> (region, w)
+
+    def prepare(self, masks: dict[int, np.ndarray], progress: ProgressFn) -> None:
+        """w = mean φ(neighbours) − mean φ(neighbours, region grey), at every stage's size, cached per region."""
+        import hashlib
+
+        from .neighbours import mean_cached
+
+        for size, crop_mask in masks.items():
+            region = crop_mask > 0.5
+            if not region.any():
+                from ..errors import InputError
+
+                raise InputError("The selection is too small in the face's frame.", "Select a larger region.")
+            tag = hashlib.sha256(np.packbits(region).tobytes()).digest()
+            args = (self.net, self.database, self.idx, self.options.batch_size, self.cache, progress)
+            full = mean_cached(*args, "neighbour features", size=size)
+            grey = mean_cached(*args, "masked features", transform=lambda im, r=region: fill_grey(im, r),
+                               extra=b"grey:" + tag, size=size)
+            self.vectors[size] = (region, [a - b for a, b in zip(full, grey)])
+
+    def solve(self, crop01: np.ndarray, crop_mask: np.ndarray, n: int, progress: ProgressFn,
+              ups: np.ndarray | None = None) -> EditResult:
+        """Fill at the crop's size; the fine stage starts from the upsampled coarse fill, not the photo's pixels."""
+        size = crop01.shape[0]
+        if size not in self.vectors:
+            self.prepare({size: crop_mask}, progress)
+        region, w = self.vectors[size]
+        if ups is None:
+            start = fill_smooth(crop01 * 255.0, region)
+        else:  # where the coarse region did not reach (its edge, sampled coarser), fill from around
+            coarse_region = self.vectors[self.coarse.size][0].astype(np.float32)
+            covered = np.clip(resize(coarse_region, size), 0.0, 1.0) > 0.5
+            start = fill_smooth(np.where((region & covered)[..., None], ups[0], crop01 * 255.0), region & ~covered)
+        options = replace(self.options, reconstruct=replace(self.options.reconstruct, iterations=n))
+        return apply_vector(self.net, crop01, w, [self.strength], mask=region.astype(np.float32), options=options,
+                            progress=progress, cancel=self.cancel, base=fill_grey(crop01 * 255.0, region),
+                            start=start, feather_px=0.0, match_whole=True)
 
 
 def inpaint_face(
@@ -262,6 +418,7 @@ def inpaint_face(
     photo: np.ndarray,
     database,
     mask: np.ndarray,
+    *,
     strength: float | None = None,
     options: EditOptions = EditOptions(),
     detector: FaceDetector | None = None,
@@ -270,65 +427,31 @@ def inpaint_face(
     minimum: int = 10,
     cache=None,
     progress: ProgressFn | None = None,
-    cancel: Callable[[], bool] | None = None,
+    cancel: CancelFn | None = None,
 ) -> FaceEditResult:
     """Fill the selected part of a face from the K database faces nearest in appearance (DFI inpainting).
 
     w = mean φ(neighbours) − mean φ(neighbours with the selection grey), both
     cached per (neighbour set, selection in the crop).
     """
-    import hashlib
-
     from ..backbones import defaults_for
     from .database import content_hash, thumbnail
-    from .neighbours import mean_cached, select_appearance
+    from .neighbours import select_appearance
 
     strength = defaults_for(net.backbone).inpaint_strength if strength is None else strength
     options = inpaint_options(options, net.backbone)
-    af = align_photo(photo, database.resolution, detector, mask, whole_image, options.max_pixels)
+    p = Photo.of(photo, mask, options.max_pixels)
+    af = align_photo(p, database.resolution, detector, whole_image=whole_image)
     idx = select_appearance(database, thumbnail(af.crop), k, minimum, database.find(content_hash(photo)))
-    fine = at_working_size(af, photo, options)
-    vectors: dict[int, tuple[np.ndarray, Features]] = {}  # size -> (region, w)
-
-    def prepare(masks: dict[int, np.ndarray], progress: ProgressFn) -> None:
-        """w = mean φ(neighbours) − mean φ(neighbours, region grey), at every stage's size, cached per region."""
-        for size, crop_mask in masks.items():
-            region = crop_mask > 0.5
-            if not region.any():
-                from ..errors import InputError
-
-                raise InputError("The selection is too small in the face's frame.", "Select a larger region.")
-            tag = hashlib.sha256(np.packbits(region).tobytes()).digest()
-            full = mean_cached(net, database, idx, options.batch_size, cache, progress, "neighbour features",
-                               size=size)
-            grey = mean_cached(net, database, idx, options.batch_size, cache, progress, "masked features",
-                               transform=lambda im, r=region: fill_grey(im, r), extra=b"grey:" + tag, size=size)
-            vectors[size] = (region, [a - b for a, b in zip(full, grey)])
-
-    def solve(crop01: np.ndarray, crop_mask: np.ndarray, n: int, progress: ProgressFn,
-              ups: np.ndarray | None = None) -> EditResult:
-        """Fill at the crop's size; the fine stage starts from the upsampled coarse fill, not the photo's pixels."""
-        size = crop01.shape[0]
-        if size not in vectors:
-            prepare({size: crop_mask}, progress)
-        region, w = vectors[size]
-        if ups is None:
-            start = fill_smooth(crop01 * 255.0, region)
-        else:  # where the coarse region did not reach (its edge, sampled coarser), fill from around
-            covered = np.clip(resize(vectors[af.size][0].astype(np.float32), size), 0.0, 1.0) > 0.5
-            start = fill_smooth(np.where((region & covered)[..., None], ups[0], crop01 * 255.0), region & ~covered)
-        return apply_vector(net, crop01, w, [strength], region.astype(np.float32),
-                            replace(options, reconstruct=replace(options.reconstruct, iterations=n)), progress,
-                            cancel, base=fill_grey(crop01 * 255.0, region), start=start, feather_px=0.0,
-                            match_whole=True)
-
+    fine = at_working_size(af, p, options)
+    fill = _Fill(net, database, idx, options, cache, strength, af, cancel)
     n = iterations_of(net, options)
     if fine is af:
-        runner = lambda crop01, crop_mask, progress: solve(crop01, crop_mask, n, progress)  # noqa: E731
+        runner: CropRunner = lambda crop01, crop_mask, pr: fill.solve(crop01, crop_mask, n, pr)  # noqa: E731
     else:
-        runner = two_stage(af, n, solve, prepare)
-    res = edit_aligned(net, photo, None, [strength], fine.size, mask, options, detector, whole_image, progress,
-                       cancel, aligned=fine, runner=runner)
+        runner = two_stage(af, n, fill.solve, fill.prepare)
+    res = edit_aligned(net, p, None, [strength], size=fine.size, options=options, detector=detector,
+                       whole_image=whole_image, progress=progress, cancel=cancel, aligned=fine, runner=runner)
     res.info["pixel_iterations"] = pixel_iterations(n, af.size, fine.size)
     res.info.update({"attribute": "inpaint", "neighbours": {"count": len(idx)}})
     return res

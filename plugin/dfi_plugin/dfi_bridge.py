@@ -8,13 +8,14 @@ copied unchanged beside this file by ``dfi gimp install``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import re
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,7 +234,37 @@ def crop_box(layer_w: int, layer_h: int, sel: tuple[int, int, int, int] | None,
     return x1, y1, x2 - x1, y2 - y1
 
 
+# ---------------------------------------------------------------------------- one edit, phase by phase
+
+FULL_FORMAT = "Y u8"  # the merge weights without a selection: 0 and 255, exact in any channel format
 BINARY = bytes([0] + [255] * 255)  # bytes.translate table: any selection > 0 becomes fully selected
+BUG_HINT = "This is a bug; please report it with 'dfi daemon logs'."
+
+
+def edit_box(layer_w: int, layer_h: int, offsets: tuple[int, int], bounds: tuple[int, int, int, int] | None,
+             inpaint: bool, max_pixels: int) -> tuple[int, int, int, int]:
+    """The layer region (x, y, w, h) one edit reads and writes, from GIMP's selection bounds.
+
+    ``bounds`` is the selection's box (x1, y1, x2, y2) in image coordinates, None without a
+    selection; ``offsets`` the layer's place in the image. The daemon refuses over ``max_pixels``.
+    """
+    if inpaint and bounds is None:
+        raise PluginError("Fill selection needs a selection.", "Select the region to fill, then run it again.")
+    ox, oy = offsets
+    sel = None if bounds is None else (bounds[0] - ox, bounds[1] - oy, bounds[2] - ox, bounds[3] - oy)
+    box = crop_box(layer_w, layer_h, sel)
+    if box[2] * box[3] > max_pixels:
+        raise PluginError(f"The region to edit is {box[2]}x{box[3]} pixels, over the daemon's limit of "
+                          f"{max_pixels:,}.", "Select just the face, or scale the image down (Image → Scale Image).")
+    return box
+
+
+def touched(weights: bytes, bpp: int) -> bytes:
+    """L8 from a mask of ``bpp`` bytes a pixel: 255 wherever it is above zero (any of its bytes is not 0)."""
+    acc = weights[0::bpp]
+    for i in range(1, bpp):  # OR of the pixels' bytes, as big integers (no carries between bytes)
+        acc = (int.from_bytes(acc, "little") | int.from_bytes(weights[i::bpp], "little")).to_bytes(len(acc), "little")
+    return acc.translate(BINARY)
 
 
 def changed_region(region: bytes, sent: bytes, result: bytes) -> bytes:
@@ -244,6 +275,105 @@ def changed_region(region: bytes, sent: bytes, result: bytes) -> bytes:
     a.frombytes(sent)
     b.frombytes(result)
     return bytes(r if x != y else 0 for r, x, y in zip(region, a, b))
+
+
+def only_changed(weights: bytes, sent: bytes, result: bytes) -> bytes:
+    """``weights`` (any mask format) with the pixels whose RGBA8 value the edit did not change set to zero."""
+    keep = changed_region(b"\xff" * (len(sent) // 4), sent, result)  # 255 where changed, else 0
+    bpp = len(weights) // len(keep)
+    if bpp > 1:
+        keep = bytes(itertools.chain.from_iterable(zip(*[keep] * bpp)))  # each pixel's flag for each of its bytes
+    return (int.from_bytes(weights, "little") & int.from_bytes(keep, "little")).to_bytes(len(weights), "little")
+
+
+@dataclass(frozen=True)
+class Region:
+    """The part of the layer one edit reads, sends and writes back, as GIMP gave it.
+
+    ``weights`` is the selection over ``box`` exactly as GIMP stores it (``weights_format``: Y u8,
+    Y u16, Y float, …; linear, the weights GIMP itself blends with), all 255 without a selection.
+    It goes back into the merge channel unconverted, so a feathered band merges with GIMP's own
+    weights. The daemon edits the whole selected area (``mask``); the weights apply once, on merge.
+    """
+
+    box: tuple[int, int, int, int]  # x, y, width, height in layer coordinates
+    pixels: bytes  # RGBA8 (R'G'B'A u8): the byte values a PNG of the layer would hold
+    weights: bytes
+    weights_format: str
+    photo: dict[str, Any]  # the image map sent
+    mask: dict[str, Any] | None  # L8: 255 wherever the selection is above zero; None without a selection
+
+    @classmethod
+    def read(cls, box: tuple[int, int, int, int], pixels: bytes, selection: tuple[bytes, str] | None) -> Region:
+        """The region from the box's RGBA8 pixels and the selection over it (its bytes and babl format)."""
+        w, h = box[2], box[3]
+        photo = P.image_map(pixels, w, h, "RGBA8")
+        if selection is None:
+            return cls(box, pixels, b"\xff" * (w * h), FULL_FORMAT, photo, None)
+        weights, fmt = selection
+        return cls(box, pixels, weights, fmt, photo, P.image_map(touched(weights, len(weights) // (w * h)), w, h, "L8"))
+
+    def merge_weights(self, result: bytes, exact: bool) -> bytes:
+        """The weights to merge ``result`` through; ``exact`` (above 8 bits): only where the edit changed a
+        pixel, so every other pixel keeps the source's full precision."""
+        return only_changed(self.weights, self.pixels, result) if exact else self.weights
+
+
+def argument_names(item: MenuItem) -> tuple[str, ...]:
+    """The procedure arguments an edit reads: those ``gimp-dfi.py`` declares for ``item``."""
+    chosen = ("attribute",) if item.attribute is None else ()
+    own = ("strength",) if item.inpaint else ("strengths", "parts")
+    return (*chosen, *own, "quality", "iterations", "color", "alignment")
+
+
+@dataclass(frozen=True)
+class EditPlan:
+    """One request as it goes on the wire (a plain map) and how to name the layers it brings back.
+
+    ``strengths`` has one entry per image the daemon returns, in order (a fill's one is None).
+    """
+
+    msg: dict[str, Any]
+    noun: str
+    strengths: list[float | None]
+
+
+def build_request(item: MenuItem, args: Mapping[str, Any], attrs: list[dict[str, Any]], region: Region,
+                  preview_s: float = 0.0) -> EditPlan:
+    """The request for ``item`` from its arguments (``argument_names``) and the daemon's attributes.
+
+    ``preview_s`` above 0 asks for a live preview that often (interactive runs).
+    """
+    options = edit_options(args["quality"], args["iterations"], args["color"], args["alignment"],
+                           "auto" if item.inpaint else args["parts"])
+    if preview_s > 0:
+        options["preview"] = preview_s
+    if item.inpaint:
+        msg = P.inpaint_request(region.photo, region.mask, args["strength"] or None, **options)
+        return EditPlan(msg, layer_noun(item.label), [None])
+    attribute = item.attribute or (args["attribute"] or "").strip()
+    known = {a["name"]: a for a in attrs}
+    if attribute not in known:
+        raise PluginError(f"The DFI daemon does not define the attribute {attribute!r}.",
+                          f"Defined: {', '.join(known) or 'none (start it with a face database)'}.")
+    strengths = parse_strengths(args["strengths"] or "")  # GIMP may give None for ""
+    if strengths is None:
+        strengths = [known[attribute].get("default_strength", 1.0)]
+    msg = P.edit_request(region.photo, attribute, strengths, region.mask, **options)
+    noun = layer_noun(item.label if item.attribute else known[attribute].get("label", attribute))
+    return EditPlan(msg, noun, list(strengths))
+
+
+def check_images(result: dict[str, Any], count: int, width: int, height: int) -> list[dict[str, Any]]:
+    """The result's images: ``count`` RGBA8 images of the region's size, or a PluginError (a daemon bug)."""
+    images = result.get("images", [])
+    if len(images) != count:
+        raise PluginError(f"The daemon returned {len(images)} images for {count} strengths.", BUG_HINT)
+    for im in images:
+        if (im.get("width"), im.get("height"), im.get("format"), len(im.get("data", b""))) != \
+                (width, height, "RGBA8", width * height * 4):
+            raise PluginError("The daemon returned an image of the wrong size or format.", BUG_HINT)
+    return images
 
 
 # ---------------------------------------------------------------------------- the daemon
@@ -368,11 +498,11 @@ def duration(seconds: float) -> str:
 def run_job(client: Client, msg: dict[str, Any], progress: Progress, marks: dict[str, float] | None = None,
             stall_timeout: float | None = Settings.stall_timeout_s,
             preview: Callable[[dict[str, Any]], None] | None = None,
-            cancelled: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+            cancel: Callable[[], bool] = lambda: False) -> dict[str, Any]:
     """Send an edit/inpaint and stream the daemon's progress events to ``progress``.
 
     ``marks`` gets the wall-clock time each stage was first seen (for timing reports); ``preview``
-    the live preview images (ask for them with the ``preview`` option). Once ``cancelled()`` is
+    the live preview images (ask for them with the ``preview`` option). Once ``cancel()`` is
     true the job is cancelled on the daemon, which answers with a ``cancelled`` error.
     """
 
@@ -383,7 +513,7 @@ def run_job(client: Client, msg: dict[str, Any], progress: Progress, marks: dict
         kind = reply.get("type")
         if kind == "accepted":
             job.append(reply["job"])
-        if job and cancelled() and client.try_send(P.simple("cancel", job=job[0])):
+        if job and cancel() and client.try_send(P.simple("cancel", job=job[0])):
             job.pop()  # unsent (no connection just now): tried again at the next event
         if preview is not None and kind == "progress" and reply.get("preview"):
             preview(reply["preview"])

@@ -27,14 +27,11 @@ import gi  # noqa: E402
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 gi.require_version("Babl", "0.1")
-import itertools  # noqa: E402
-
 import dfi_bridge as B  # noqa: E402
 from dfi_wire import protocol as P  # noqa: E402
 from gi.repository import Babl, Gegl, Gimp, GLib, GObject  # noqa: E402
 
 RGBA = "R'G'B'A u8"  # perceptual 8-bit: the byte values a PNG of the layer would hold
-FULL = "Y u8"  # the merge region without a selection: 0 and 255, which convert exactly into any channel format
 RW = GObject.ParamFlags.READWRITE
 
 
@@ -180,154 +177,139 @@ class DFIPlugIn(Gimp.PlugIn):
 
     # ------------------------------------------------------------------ the edit
     def _apply(self, item, image, drawable, config, client, settings, attrs, interactive):
-        width, height = drawable.get_width(), drawable.get_height()
-        _, ox, oy = drawable.get_offsets()
-        _, has_selection, x1, y1, x2, y2 = Gimp.Selection.bounds(image)
-        if item.inpaint and not has_selection:
-            raise B.PluginError("Fill selection needs a selection.", "Select the region to fill, then run it again.")
-        sel = (x1 - ox, y1 - oy, x2 - ox, y2 - oy) if has_selection else None
-        cx, cy, cw, ch = B.crop_box(width, height, sel)
+        """One edit, phase by phase: read the region, build the request, run it, insert the results."""
         max_pixels = client.limits.get("max_pixels", P.DEFAULT_MAX_PIXELS)
-        if cw * ch > max_pixels:
-            raise B.PluginError(f"The region to edit is {cw}x{ch} pixels, over the daemon's limit of "
-                                f"{max_pixels:,}.", "Select just the face, or scale the image down "
-                                "(Image → Scale Image).")
-
-        rect = Gegl.Rectangle.new(cx, cy, cw, ch)
-        pixels = bytes(drawable.get_buffer().get(rect, 1.0, RGBA, Gegl.AbyssPolicy.CLAMP))
-        photo = P.image_map(pixels, cw, ch, "RGBA8")
-        mask, region, region_fmt = None, b"\xff" * (cw * ch), FULL
-        if has_selection:
-            # The selection exactly as GIMP stores it (Y u8, Y u16, Y float, …: linear, the weights GIMP itself
-            # blends with). It goes back into the merge channel unconverted, so a feathered selection's band is
-            # merged with GIMP's own weights; any conversion (say to Y u8 and back into a Y' u8 channel) would
-            # change them.
-            selection = image.get_selection()
-            region_fmt = Babl.get_name(selection.get_format())
-            sel_rect = Gegl.Rectangle.new(ox + cx, oy + cy, cw, ch)
-            region = bytes(selection.get_buffer().get(sel_rect, 1.0, region_fmt, Gegl.AbyssPolicy.NONE))
-            # The daemon edits the whole selected area; GIMP applies a soft selection's weights once, on merge.
-            mask = P.image_map(_touched(region, len(region) // (cw * ch)), cw, ch, "L8")
-
+        region = _read_region(image, drawable, item.inpaint, max_pixels)
         MARKS["read"] = time.time()
-        options = B.edit_options(config.get_property("quality"), config.get_property("iterations"),
-                                 config.get_property("color"), config.get_property("alignment"),
-                                 "auto" if item.inpaint else config.get_property("parts"))
-        if item.inpaint:
-            strength = config.get_property("strength") or None
-            msg = P.inpaint_request(photo, mask, strength, **options)
-            noun, strengths = B.layer_noun(item.label), [None]
-        else:
-            attribute = item.attribute or (config.get_property("attribute") or "").strip()
-            known = {a["name"]: a for a in attrs}
-            if attribute not in known:
-                raise B.PluginError(f"The DFI daemon does not define the attribute {attribute!r}.",
-                                    f"Defined: {', '.join(known) or 'none (start it with a face database)'}.")
-            strengths = B.parse_strengths(config.get_property("strengths") or "")  # GIMP may give None for ""
-            if strengths is None:
-                strengths = [known[attribute].get("default_strength", 1.0)]
-            msg = P.edit_request(photo, attribute, strengths, mask, **options)
-            noun = B.layer_noun(item.label if item.attribute else known[attribute].get("label", attribute))
-
-        window = None
-        if interactive and settings.preview_s > 0:
-            from dfi_preview import PreviewWindow
-
-            msg.setdefault("options", {})["preview"] = settings.preview_s
-            window = PreviewWindow(noun)
-
-        def progress(fraction, text):
-            Gimp.progress_set_text(text)
-            Gimp.progress_update(min(max(fraction, 0.0), 1.0))
-            if window is not None:
-                window.text(text)
-
-        MARKS["sent"] = time.time()
-        try:
-            result = B.run_job(client, msg, progress, MARKS, settings.stall_timeout_s,
-                               preview=window.show if window else None,
-                               cancelled=(lambda: window.cancelled) if window else (lambda: False))
-        finally:
-            if window is not None:
-                window.close()
-        MARKS["result"], MARKS["engine_s"] = time.time(), result.get("seconds")
-        images = result.get("images", [])
-        if len(images) != len(strengths):
-            raise B.PluginError(f"The daemon returned {len(images)} images for {len(strengths)} strengths.",
-                                "This is a bug; please report it with 'dfi daemon logs'.")
-        for im in images:
-            if (im.get("width"), im.get("height"), im.get("format"), len(im.get("data", b""))) != \
-                    (cw, ch, "RGBA8", cw * ch * 4):
-                raise B.PluginError("The daemon returned an image of the wrong size or format.",
-                                    "This is a bug; please report it with 'dfi daemon logs'.")
-        # Above 8 bits, apply only the pixels the edit changed: the rest keeps the source's full precision.
-        exact = not image.get_precision().value_nick.startswith("u8")
-
-        # One undo group for all new layers, each above the previous one; the source layer is only read.
-        if not image.undo_group_start():
-            raise B.PluginError("GIMP refused to start an undo group.", "Is the image still open?")
-        try:
-            with _merge_selection(image) as channel:
-                below = drawable
-                for s, im in zip(strengths, images):
-                    where = _only_changed(region, pixels, im["data"]) if exact else region
-                    below = self._insert(image, drawable, below, im["data"], rect, channel, where, region_fmt,
-                                         B.layer_name(noun, s))
-        finally:
-            image.undo_group_end()
+        preview_s = settings.preview_s if interactive else 0.0  # the live preview: interactive runs only
+        args = {name: config.get_property(name) for name in B.argument_names(item)}
+        plan = B.build_request(item, args, attrs, region, preview_s)
+        result = _run_edit(client, plan, settings.stall_timeout_s, preview_s)
+        images = B.check_images(result, len(plan.strengths), region.box[2], region.box[3])
+        _insert_layers(image, drawable, region, plan, images)
         MARKS["inserted"] = time.time()
-        notes = result.get("notes") or []
-        if notes:
-            sys.stderr.write("[gimp-dfi] " + "\n[gimp-dfi] ".join(notes) + "\n")
-            if interactive:
-                Gimp.message("DFI: " + "\n".join(notes))
+        _tell_notes(result.get("notes") or [], interactive)
 
-    @staticmethod
-    def _insert(image, source, below, data, rect, channel, region, region_fmt, name):
-        """A copy of the source directly above ``below``, with the result merged in through ``region``.
 
-        The region (the selection as it was read, in ``region_fmt``, put in ``channel``) is the
-        selection only for the merge. merge_shadow applies the new pixels only there, blending
-        with its weights as GIMP blends any filter or fill through a selection, at the layer's
-        own precision: every pixel outside stays exactly the source's.
-        """
-        layer = source.copy()
-        layer.set_name(name)
-        layer.set_lock_content(False)
-        _check(image.insert_layer(layer, source.get_parent(), image.get_item_position(below)), "insert the new layer")
-        _, ox, oy = layer.get_offsets()
-        box = Gegl.Rectangle.new(ox + rect.x, oy + rect.y, rect.width, rect.height)
-        channel.get_buffer().set(box, _raw_format(channel, region_fmt), region)
-        _check(image.select_item(Gimp.ChannelOps.REPLACE, channel), "select the edited region")
-        shadow = layer.get_shadow_buffer()
-        shadow.set(rect, RGBA, data)
-        shadow.flush()
-        _check(layer.merge_shadow(True), "write the result into the new layer")
-        layer.update(rect.x, rect.y, rect.width, rect.height)
-        return layer
+# ---------------------------------------------------------------------- reading the region
+
+
+def _read_region(image, drawable, inpaint, max_pixels):
+    """The layer's pixels around the selection (the whole layer without one) and the selection over them."""
+    width, height = drawable.get_width(), drawable.get_height()
+    _, ox, oy = drawable.get_offsets()
+    _, has_selection, x1, y1, x2, y2 = Gimp.Selection.bounds(image)
+    box = B.edit_box(width, height, (ox, oy), (x1, y1, x2, y2) if has_selection else None, inpaint, max_pixels)
+    cx, cy, cw, ch = box
+    rect = Gegl.Rectangle.new(cx, cy, cw, ch)
+    pixels = bytes(drawable.get_buffer().get(rect, 1.0, RGBA, Gegl.AbyssPolicy.CLAMP))
+    selection = _selection_weights(image, ox + cx, oy + cy, cw, ch) if has_selection else None
+    return B.Region.read(box, pixels, selection)
+
+
+def _selection_weights(image, x, y, width, height):
+    """The selection over a box of the image, as (bytes, babl format name).
+
+    Exactly as GIMP stores it (Y u8, Y u16, Y float, …: linear, the weights GIMP itself blends
+    with). It goes back into the merge channel unconverted, so a feathered selection's band is
+    merged with GIMP's own weights; any conversion (say to Y u8 and back into a Y' u8 channel)
+    would change them.
+    """
+    selection = image.get_selection()
+    fmt = Babl.get_name(selection.get_format())
+    rect = Gegl.Rectangle.new(x, y, width, height)
+    return bytes(selection.get_buffer().get(rect, 1.0, fmt, Gegl.AbyssPolicy.NONE)), fmt
+
+
+# ---------------------------------------------------------------------- running
+
+
+def _run_edit(client, plan, stall_timeout_s, preview_s):
+    """Send the request and wait; GIMP's progress bar (and the preview window, if any) follow the job.
+
+    The window's Cancel cancels the job on the daemon, which answers with a ``cancelled`` error.
+    """
+    window = None
+    if preview_s > 0:
+        from dfi_preview import PreviewWindow
+
+        window = PreviewWindow(plan.noun)
+
+    def progress(fraction, text):
+        Gimp.progress_set_text(text)
+        Gimp.progress_update(min(max(fraction, 0.0), 1.0))
+        if window is not None:
+            window.text(text)
+
+    MARKS["sent"] = time.time()
+    try:
+        result = B.run_job(client, plan.msg, progress, MARKS, stall_timeout_s,
+                           preview=window.show if window else None,
+                           cancel=(lambda: window.cancelled) if window else (lambda: False))
+    finally:
+        if window is not None:
+            window.close()
+    MARKS["result"], MARKS["engine_s"] = time.time(), result.get("seconds")
+    return result
+
+
+# ---------------------------------------------------------------------- inserting the layers
+
+
+def _insert_layers(image, source, region, plan, images):
+    """One new layer per image, each above the previous one, in one undo group; the source is only read."""
+    # Above 8 bits, apply only the pixels the edit changed: the rest keeps the source's full precision.
+    exact = not image.get_precision().value_nick.startswith("u8")
+    rect = Gegl.Rectangle.new(*region.box)
+    if not image.undo_group_start():
+        raise B.PluginError("GIMP refused to start an undo group.", "Is the image still open?")
+    try:
+        with _merge_selection(image) as channel:
+            below = source
+            for strength, im in zip(plan.strengths, images):
+                weights = region.merge_weights(im["data"], exact)
+                below = _insert_layer(image, source, below, im["data"], rect, channel, weights,
+                                      region.weights_format, B.layer_name(plan.noun, strength))
+    finally:
+        image.undo_group_end()
+
+
+def _insert_layer(image, source, below, data, rect, channel, weights, weights_fmt, name):
+    """A copy of the source directly above ``below``, with the result merged in through ``weights``.
+
+    The weights (the selection as it was read, in ``weights_fmt``, put in ``channel``) are the
+    selection only for the merge. merge_shadow applies the new pixels only there, blending
+    with its weights as GIMP blends any filter or fill through a selection, at the layer's
+    own precision: every pixel outside stays exactly the source's.
+    """
+    layer = source.copy()
+    layer.set_name(name)
+    layer.set_lock_content(False)
+    _check(image.insert_layer(layer, source.get_parent(), image.get_item_position(below)), "insert the new layer")
+    _, ox, oy = layer.get_offsets()
+    box = Gegl.Rectangle.new(ox + rect.x, oy + rect.y, rect.width, rect.height)
+    channel.get_buffer().set(box, _raw_format(channel, weights_fmt), weights)
+    _check(image.select_item(Gimp.ChannelOps.REPLACE, channel), "select the edited region")
+    shadow = layer.get_shadow_buffer()
+    shadow.set(rect, RGBA, data)
+    shadow.flush()
+    _check(layer.merge_shadow(True), "write the result into the new layer")
+    layer.update(rect.x, rect.y, rect.width, rect.height)
+    return layer
+
+
+def _tell_notes(notes, interactive):
+    """The daemon's notes on the edit: on stderr always, and in a GIMP message in interactive runs."""
+    if notes:
+        sys.stderr.write("[gimp-dfi] " + "\n[gimp-dfi] ".join(notes) + "\n")
+        if interactive:
+            Gimp.message("DFI: " + "\n".join(notes))
 
 
 def _check(ok, what):
     if not ok:
         raise B.PluginError(f"GIMP refused to {what}.", "Is the layer or its group locked? Unlock it "
                             "(Layers dialog) and run the edit again.")
-
-
-def _touched(region, bpp):
-    """L8 from a mask of ``bpp`` bytes a pixel: 255 wherever it is above zero (any of its bytes is not 0)."""
-    acc = region[0::bpp]
-    for i in range(1, bpp):  # OR of the pixels' bytes, as big integers (no carries between bytes)
-        acc = (int.from_bytes(acc, "little") | int.from_bytes(region[i::bpp], "little")).to_bytes(len(acc), "little")
-    return acc.translate(B.BINARY)
-
-
-def _only_changed(region, sent, result):
-    """``region`` (any mask format) with the pixels whose RGBA8 value the edit did not change set to zero."""
-    keep = B.changed_region(b"\xff" * (len(sent) // 4), sent, result)  # 255 where changed, else 0
-    bpp = len(region) // len(keep)
-    if bpp > 1:
-        keep = bytes(itertools.chain.from_iterable(zip(*[keep] * bpp)))  # each pixel's flag for each of its bytes
-    return (int.from_bytes(region, "little") & int.from_bytes(keep, "little")).to_bytes(len(region), "little")
 
 
 def _raw_format(channel, region_fmt):

@@ -115,14 +115,14 @@ def run_highres(args: argparse.Namespace, log: Callable[[str], None]) -> dict[st
         for path in paths:
             t0 = time.perf_counter()
             if path == "crop":
-                res = edit_aligned(net, photo, w_base, [strength], base, aligned=af, options=options)
+                res = edit_aligned(net, photo, w_base, [strength], size=base, aligned=af, options=options)
             elif path == "native, single-scale":
-                res = edit_aligned(net, photo, w_up, [strength], size, aligned=native, options=options)
+                res = edit_aligned(net, photo, w_up, [strength], size=size, aligned=native, options=options)
             else:
                 opts = free if path.endswith("colour free") else options
                 runner = coarse_to_fine(net, af, w_base, w_native if path.endswith("native") else w_up, [strength],
                                         opts)
-                res = edit_aligned(net, photo, None, [strength], size, aligned=native, options=opts, runner=runner)
+                res = edit_aligned(net, photo, None, [strength], size=size, aligned=native, options=opts, runner=runner)
             row["paths"][path] = {**_scores(res.images[0], photo, truth, mask), "seconds": time.perf_counter() - t0,
                                   "edited_at": base if path == "crop" else size}
             images.append(res.images[0])

@@ -55,7 +55,7 @@ def fill_paths(net: Any, photo: np.ndarray, other: np.ndarray, af: Any, size: in
             options = dfi.EditOptions(work_size=af.size if path == "crop" else size,
                                       reconstruct=dfi.ReconstructConfig(iterations=iterations))
             t0 = time.perf_counter()
-            res = inpaint_face(net, photo, db, mask, None, options, k=12, minimum=4)
+            res = inpaint_face(net, photo, db, mask, strength=None, options=options, k=12, minimum=4)
             out = res.images[0]
             rows[path] = {"psnr_box": samples.psnr(out, photo, box), "edited_at": res.info["work_size"],
                           "detail": samples.high_frequency(out.astype(np.float32), box)

@@ -164,7 +164,7 @@ def _run_to_target(torch: Any, net: Any, x: Any, targets: list[Any], optimizer: 
     final = None
     stats: dict[str, Any] = {}
     try:
-        _, losses = reconstruct(net, x, targets, cfg, progress=progress, cancel=lambda: state["stop"], stats=stats)
+        _, losses = reconstruct(net, x, targets, cfg, on_iteration=progress, cancel=lambda: state["stop"], stats=stats)
         final = float(losses.sum())
     except CancelledError:
         pass

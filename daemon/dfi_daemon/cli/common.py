@@ -116,10 +116,11 @@ class ProgressBar:
         if kind == "accepted":
             bar.set_postfix_str(accepted_text(ev))
         elif kind == "progress":
-            done = int(round(100 * float(ev.get("fraction", 0.0))))
+            fraction, text = job_progress(ev)
+            done = int(round(100 * fraction))
             if done > bar.n:
                 bar.update(done - bar.n)
-            bar.set_postfix_str(str(ev.get("message", ev.get("stage", "")))[:40])
+            bar.set_postfix_str(text[:40])
         elif kind == "result":
             bar.update(100 - bar.n)
             bar.set_postfix_str(f"done in {ev.get('seconds', 0):.1f} s")
@@ -149,12 +150,20 @@ class ProgressLines:
         if kind == "accepted":
             self.say(accepted_text(ev), force=True)
         elif kind == "progress":
-            self.say(f"{100 * float(ev.get('fraction', 0.0)):3.0f}% {ev.get('message', ev.get('stage', ''))}")
+            fraction, text = job_progress(ev)
+            self.say(f"{100 * fraction:3.0f}% {text}")
         elif kind == "result":
             self.say(f"done in {ev.get('seconds', 0):.1f} s", force=True)
 
     def close(self) -> None:
         pass
+
+
+def job_progress(ev: dict[str, Any]) -> tuple[float, str]:
+    """(fraction of the job, text) of a wire ``progress`` message. The daemon writes each from one engine
+    ``dfi_engine.progress.Event`` (stage, step/total, message); the CLI reads the map, since it never
+    imports the engine."""
+    return float(ev.get("fraction", 0.0)), str(ev.get("message", ev.get("stage", "")))
 
 
 def accepted_text(ev: dict[str, Any]) -> str:

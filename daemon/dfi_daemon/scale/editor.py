@@ -48,23 +48,20 @@ class Editor:
     def run(self, msg: dict[str, Any]) -> dict[str, Any]:
         """One request -> {"ok": True, images, notes, ...} or {"ok": False, code, message, hint}."""
         from dfi_engine.errors import DFIError
+        from dfi_engine.progress import ignore, never  # progress inside a worker: the driver counts finished edits
 
         if self.error is not None:
             return {"ok": False, "code": "unavailable", "message": self.error, "hint": None}
         try:
             req = P.validate_request(msg, self.runner.limits)
+            if not isinstance(req, P.Edit | P.Inpaint):
+                raise P.ProtocolError("unknown_op", f"A Ray worker runs edits and fills, not {req.op!r}.",
+                                      "Send an edit or inpaint request.")
             self.runner.check(req)
-            return {"ok": True, **self.runner.run(req, _ignore, _never)}
+            return {"ok": True, **self.runner.run(req, self.runner.settings(req), ignore, never)}
         except (P.ProtocolError, DFIError) as e:
             return {"ok": False, "code": e.code, "message": e.message, "hint": e.hint}
         except Exception as e:  # as the daemon's worker: a bug costs one edit, not the batch
             return {"ok": False, "code": "internal_error", "message": f"Internal error: {type(e).__name__}: {e}",
                     "hint": "Please report it, with the Ray worker's log (under /tmp/ray/session_latest/logs)."}
 
-
-def _ignore(*_: Any, **__: Any) -> None:
-    """Progress inside a worker: the driver counts finished edits instead."""
-
-
-def _never() -> bool:
-    return False

@@ -164,78 +164,86 @@ class Daemon:
             log.exception("internal error handling a request")
             self._send(client, P.error_reply("internal_error", f"Internal error: {type(e).__name__}.", None, req_id))
 
-    def _dispatch(self, client: bytes, req: dict[str, Any], frame: bytes) -> None:
-        op, rid = req["op"], req["id"]
-        if op in ("edit", "inpaint"):
-            self._job_request(client, req, frame)
-            return
-        if op == "hello":
-            common = sorted(set(req.get("versions", [P.PROTOCOL_VERSION])) & set(P.SUPPORTED_VERSIONS))
-            if not common:
-                raise P.ProtocolError("unsupported_version", f"No common protocol version: client speaks "
-                                      f"{req.get('versions')}, daemon {list(P.SUPPORTED_VERSIONS)}.",
-                                      "Upgrade the older side.", supported=list(P.SUPPORTED_VERSIONS))
-            self._send(client, P.reply("hello", rid, version=common[-1], server=server_version(), ops=list(P.OPS),
-                                       limits={"max_pixels": self.limits.max_pixels,
-                                               "max_message_bytes": self.limits.max_message_bytes,
-                                               "max_strengths": self.limits.max_strengths,
-                                               "min_side": P.MIN_SIDE},
-                                       heartbeat_interval_s=P.HEARTBEAT_INTERVAL_S,
-                                       client_timeout_s=self.cfg.client_timeout_s, **self._describe()))
-        elif op == "ping":
-            self._send(client, P.reply("pong", rid, time=time.time()))
-        elif op == "status":
-            self._send(client, P.reply("status", rid, **self._status()))
-        elif op == "attributes":
-            src = self.runner.source
-            self._send(client, P.reply("attributes", rid, attributes=self.runner.attributes(),
-                                       source=src.label if src else None, synthetic=bool(src and src.synthetic)))
-        elif op == "echo":
-            self._send(client, P.reply("echo", rid, image=req["image"].to_wire()))
-        elif op == "heartbeat":
-            states = {}
-            for jid in req.get("jobs", []):
-                j = self.jobs.get(jid)
-                states[jid] = j.state if j is not None else "sent" if self.delivered.get(jid) else "unknown"
-            self._send(client, P.reply("heartbeat", rid, jobs=states))
-        elif op == "result":
-            sent = self.delivered.get(req["job"])
-            if sent is None:
-                raise P.ProtocolError("unknown_job", f"The daemon keeps no final reply of {req['job'][:64]!r}.",
-                                      "It finished too long ago, or never existed; submit the request again.")
-            self.link.send(client, sent.payload, True)
-        elif op == "cancel":
-            job = self.jobs.get(req["job"])
-            if job is None:
-                raise P.ProtocolError("unknown_job", f"No queued or running job {req['job'][:64]!r}.",
-                                      "It may have finished already; 'dfi daemon status' lists the queue.")
-            was = job.state
-            if was not in ("queued", "running"):  # finished; its final reply is on its way
-                raise P.ProtocolError("unknown_job", f"Job {job.id} has already finished ({was}).",
-                                      "Nothing to cancel.")
-            self.queue.cancel(job.id, "cancelled")
-            if job.state == "cancelled":  # a waiting job is gone at once: tell its client here
-                self.jobs.pop(job.id, None)
-                final = P.pack(P.error_reply("cancelled", "The job was cancelled before it started.", None,
-                                             job.req_id, job=job.id))
-                self.link.send(job.client, final, True)
-                self.delivered.finished(job.id, job.client, job.req_id, final)
-                self._announce_positions()
-            log.info("%s: cancel requested (was %s)", job.id, was)
-            self._send(client, P.reply("cancelling", rid, job=job.id, was=was))
-        elif op == "shutdown":
-            log.info("shutdown requested by a client")
-            self._send(client, P.reply("bye", rid, message="The daemon is shutting down."))
-            self.stopping.set()
+    def _dispatch(self, client: bytes, req: P.Request, frame: bytes) -> None:
+        """One validated request to its handler (the table ``HANDLERS``: one method per op)."""
+        getattr(self, HANDLERS[req.op])(client, req, frame)
 
-    def _job_request(self, client: bytes, req: dict[str, Any], frame: bytes) -> None:
-        """An edit or inpaint: a resend of a request already taken is answered for its job, never run twice."""
-        rid = req["id"]
+    def _hello(self, client: bytes, req: P.Hello, frame: bytes) -> None:
+        asked = req.versions if req.versions is not None else (P.PROTOCOL_VERSION,)
+        common = sorted(set(asked) & set(P.SUPPORTED_VERSIONS))
+        if not common:
+            raise P.ProtocolError("unsupported_version", f"No common protocol version: client speaks "
+                                  f"{list(asked)}, daemon {list(P.SUPPORTED_VERSIONS)}.",
+                                  "Upgrade the older side.", supported=list(P.SUPPORTED_VERSIONS))
+        self._send(client, P.reply("hello", req.id, version=common[-1], server=server_version(), ops=list(P.OPS),
+                                   limits={"max_pixels": self.limits.max_pixels,
+                                           "max_message_bytes": self.limits.max_message_bytes,
+                                           "max_strengths": self.limits.max_strengths,
+                                           "min_side": P.MIN_SIDE},
+                                   heartbeat_interval_s=P.HEARTBEAT_INTERVAL_S,
+                                   client_timeout_s=self.cfg.client_timeout_s, **self._describe()))
+
+    def _ping(self, client: bytes, req: P.Request, frame: bytes) -> None:
+        self._send(client, P.reply("pong", req.id, time=time.time()))
+
+    def _status_request(self, client: bytes, req: P.Request, frame: bytes) -> None:
+        self._send(client, P.reply("status", req.id, **self._status()))
+
+    def _attributes(self, client: bytes, req: P.Request, frame: bytes) -> None:
+        src = self.runner.source
+        self._send(client, P.reply("attributes", req.id, attributes=self.runner.attributes(),
+                                   source=src.label if src else None, synthetic=bool(src and src.synthetic)))
+
+    def _echo(self, client: bytes, req: P.Echo, frame: bytes) -> None:
+        self._send(client, P.reply("echo", req.id, image=req.image.to_wire()))
+
+    def _heartbeat(self, client: bytes, req: P.Heartbeat, frame: bytes) -> None:
+        states = {}
+        for jid in req.jobs:
+            j = self.jobs.get(jid)
+            states[jid] = j.state if j is not None else "sent" if self.delivered.get(jid) else "unknown"
+        self._send(client, P.reply("heartbeat", req.id, jobs=states))
+
+    def _result(self, client: bytes, req: P.JobRef, frame: bytes) -> None:
+        sent = self.delivered.get(req.job)
+        if sent is None:
+            raise P.ProtocolError("unknown_job", f"The daemon keeps no final reply of {req.job[:64]!r}.",
+                                  "It finished too long ago, or never existed; submit the request again.")
+        self.link.send(client, sent.payload, True)
+
+    def _cancel(self, client: bytes, req: P.JobRef, frame: bytes) -> None:
+        job = self.jobs.get(req.job)
+        if job is None:
+            raise P.ProtocolError("unknown_job", f"No queued or running job {req.job[:64]!r}.",
+                                  "It may have finished already; 'dfi daemon status' lists the queue.")
+        was = job.state
+        if was not in ("queued", "running"):  # finished; its final reply is on its way
+            raise P.ProtocolError("unknown_job", f"Job {job.id} has already finished ({was}).", "Nothing to cancel.")
+        self.queue.cancel(job.id, "cancelled")
+        if job.state == "cancelled":  # a waiting job is gone at once: tell its client here
+            self.jobs.pop(job.id, None)
+            final = P.pack(P.error_reply("cancelled", "The job was cancelled before it started.", None,
+                                         job.req_id, job=job.id))
+            self.link.send(job.client, final, True)
+            self.delivered.finished(job.id, job.client, job.req_id, final)
+            self._announce_positions()
+        log.info("%s: cancel requested (was %s)", job.id, was)
+        self._send(client, P.reply("cancelling", req.id, job=job.id, was=was))
+
+    def _shutdown(self, client: bytes, req: P.Request, frame: bytes) -> None:
+        log.info("shutdown requested by a client")
+        self._send(client, P.reply("bye", req.id, message="The daemon is shutting down."))
+        self.stopping.set()
+
+    def _job_request(self, client: bytes, req: P.JobRequest, frame: bytes) -> None:
+        """An edit or inpaint: a resend of a request already taken is answered for its job, never run twice.
+        Its settings are resolved here, once, and travel with the job."""
+        rid = req.id
         request_digest = digest(frame) if rid is not None else b""
         if self._resubmitted(client, rid, request_digest):
             return
         self.runner.check(req)
-        job = Job(self.queue.new_id(), client, rid, req)
+        job = Job(self.queue.new_id(), client, rid, req, self.runner.settings(req))
         try:
             ahead = self.queue.submit(job)
         except QueueFull:
@@ -246,8 +254,8 @@ class Daemon:
                 "Try again when a job has finished, or cancel one; 'dfi daemon status' shows the queue.") from None
         self.jobs[job.id] = job
         self.delivered.accepted(client, rid, job.id, request_digest)
-        log.info("%s: %s accepted (%d ahead)", job.id, req["op"], ahead)
-        self._accepted(client, rid, job.id, ahead, self._estimate(req))
+        log.info("%s: %s accepted (%d ahead)", job.id, req.op, ahead)
+        self._accepted(client, rid, job.id, ahead, self._estimate(job))
 
     def _accepted(self, client: bytes, rid: Any, job: str, ahead: int, estimate: float | None = None) -> None:
         extra = {} if estimate is None else {"estimate_s": round(estimate, 1)}
@@ -255,9 +263,9 @@ class Daemon:
                                    heartbeat_interval_s=P.HEARTBEAT_INTERVAL_S,
                                    client_timeout_s=self.cfg.client_timeout_s, **extra))
 
-    def _estimate(self, req: dict[str, Any]) -> float | None:
+    def _estimate(self, job: Job) -> float | None:
         try:
-            return self.runner.estimate(req)
+            return self.runner.estimate(job.settings)
         except Exception:  # an estimate is a courtesy: never refuse a job over it
             log.exception("estimating a job's time")
             return None
@@ -346,6 +354,14 @@ class Daemon:
         log.info("stopped")
         logging.shutdown()
         os._exit(0)
+
+
+# op -> the Daemon method that answers it (each takes the client, the typed request and the raw frame)
+HANDLERS: dict[str, str] = {
+    "hello": "_hello", "ping": "_ping", "status": "_status_request", "attributes": "_attributes", "echo": "_echo",
+    "edit": "_job_request", "inpaint": "_job_request", "heartbeat": "_heartbeat", "result": "_result",
+    "cancel": "_cancel", "shutdown": "_shutdown",
+}
 
 
 def server_version() -> str:

@@ -20,6 +20,36 @@ class QueueFull(Exception):
     """The queue holds ``max_queued`` jobs already."""
 
 
+@dataclass(frozen=True)
+class Settings:
+    """What one job will do, resolved once when the daemon accepts it (``Runner.settings``): the request's own
+    options, else its quality preset on this device, else the neighbour source's and the network's defaults.
+    The runner, the neighbour sources and the pace estimate read these attributes; nothing reads the request's
+    options map again."""
+
+    op: str  # "edit" | "inpaint"
+    height: int  # the photo's size, for the estimate before the job runs
+    width: int
+    k: int  # neighbours
+    align: bool
+    work_size: int  # the largest side an aligned face is edited at (0: the database's own)
+    iterations: int
+    quality: str  # the preset named (or the default), reported back with the result
+    scaling: str | None  # None: the engine's default for the network
+    color: str | None
+    feather: float | None
+    preview_s: float  # seconds between live previews (0: none)
+    attribute: str = ""  # edit only
+    strengths: tuple[float, ...] = ()  # edit: one result per strength
+    strength: float | None = None  # inpaint: None = the source's or network's default
+    components: tuple[str, ...] | None = None  # edit: which parts run (None: the attribute's own mix)
+
+    @property
+    def results(self) -> int:
+        """How many images the job returns (one per strength)."""
+        return len(self.strengths) if self.op == "edit" else 1
+
+
 @dataclass
 class Job:
     """One edit or inpaint request on its way through the daemon."""
@@ -27,7 +57,8 @@ class Job:
     id: str
     client: bytes  # the ROUTER identity replies go to
     req_id: Any
-    request: dict[str, Any]
+    request: Any  # the validated request (dfi_wire.protocol.Edit or Inpaint); None once it has run
+    settings: Settings | None = None
     state: str = "queued"  # queued -> running -> done | failed | cancelled
     cancel_reason: str | None = None  # "cancelled" | "client_gone" | "shutting_down"
     submitted: float = field(default_factory=time.monotonic)

@@ -7,17 +7,22 @@ VGG-19 and the neighbour source for the daemon's lifetime.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from dfi_wire import protocol as P
 
+from dfi_engine.progress import CancelFn, Event, ProgressFn
+
+from .jobs import Settings
 from .pace import Pace
 from .preview import Previews
-from .sources import NeighbourSource, UnknownAttribute
+from .sources import NeighbourSource, SourceJob, UnknownAttribute
 
-ProgressFn = Callable[..., None]  # (stage, overall fraction 0..1, message, preview=image map or None)
+# How a job's progress bar is shared out: the neighbours step, the neighbour features, then the inversion.
+FEATURES_SPAN = (0.05, 0.2)  # (start, width) of the neighbour features' share
+INVERSION_SPAN = (0.25, 0.72)  # (start, width) of the inversion's share; "done" is 1.0
 
 
 def _array(im: P.Image) -> np.ndarray:
@@ -36,11 +41,46 @@ def forward_only(progress: ProgressFn) -> ProgressFn:
     a second shape-and-tone start, would otherwise pull a client's bar back to the features' share)."""
     top = [0.0]
 
-    def report(stage: str, fraction: float, message: str, **extra: Any) -> None:
-        top[0] = max(top[0], fraction)
-        progress(stage, top[0], message, **extra)
+    def report(ev: Event) -> None:
+        top[0] = max(top[0], ev.fraction)
+        progress(replace(ev, step=top[0], total=1.0))
 
     return report
+
+
+@dataclass
+class JobProgress:
+    """The engine's events as one job's: a fraction of the whole job, a message, a preview image map.
+
+    Also checks cancel at every event (neighbour features have no cancel hook of their own) and notes when
+    the inversion ran, so the pace can be measured on what really ran."""
+
+    progress: ProgressFn  # job-level events (fraction of 1.0)
+    cancel: CancelFn
+    previews: Previews
+    marks: dict[str, float] = field(default_factory=dict)  # inversion: first/last time and step, total
+
+    def __call__(self, ev: Event) -> None:
+        from dfi_engine.errors import CancelledError
+
+        if self.cancel():
+            raise CancelledError("The job was cancelled.")
+        if ev.stage == "reconstruct":
+            self.marks.setdefault("first", time.perf_counter())
+            self.marks.setdefault("first_done", ev.step)
+            self.marks.update(last=time.perf_counter(), last_done=ev.step, total=ev.total)
+            start, width = INVERSION_SPAN
+            self.progress(Event("reconstruct", start + width * ev.step / max(ev.total, 1), 1.0,
+                                ev.message or f"iteration {ev.step:g}/{ev.total:g}", self.previews.maybe(ev.preview)))
+        else:
+            part = 0.0 if ev.stage.startswith("target") else 0.5
+            start, width = FEATURES_SPAN
+            self.progress(Event("features", start + width * (part + 0.5 * ev.step / max(ev.total, 1)), 1.0,
+                                f"{ev.stage} {ev.step:g}/{ev.total:g}"))
+
+    def inverted_share(self) -> float:
+        """The share of the inversion's iterations seen between its first and last event."""
+        return (self.marks["last_done"] - self.marks["first_done"]) / max(self.marks["total"], 1)
 
 
 class Runner:
@@ -54,7 +94,7 @@ class Runner:
         self.pace = Pace()
 
     # ------------------------------------------------------------------ checks before queueing
-    def check(self, req: dict[str, Any]) -> None:
+    def check(self, req: P.JobRequest) -> None:
         """Refuse at once what would only fail later in the queue (no database, unknown attribute, align)."""
         if self.source is None:
             raise P.ProtocolError(
@@ -62,16 +102,37 @@ class Runner:
                 "Give --database PATH: a face database from 'dfi db build' or 'dfi db fetch lfw' ('dfi demo' "
                 "leaves one in out/demo/glasses.db, attribute dark_glasses), or --database synthetic for the "
                 "offline smoke test.")
-        if req.get("options", {}).get("align") and not self.source.can_align:
+        if req.options.align and not self.source.can_align:
             raise P.ProtocolError(
                 "align_unavailable", f"Face alignment was requested but {self.source.label} has no face frame.",
                 "Send align=false, or start the daemon with a face database (--database PATH).")
-        if req["op"] == "edit":
+        if isinstance(req, P.Edit):
             names = [a["name"] for a in self.source.attributes()]
-            if req["attribute"] not in names:
+            if req.attribute not in names:
                 raise P.ProtocolError("unknown_attribute",
-                                      f"Attribute {req['attribute'][:60]!r} is not defined by {self.source.label}.",
+                                      f"Attribute {req.attribute[:60]!r} is not defined by {self.source.label}.",
                                       f"Use one of: {', '.join(names) or '(none)'} (see 'dfi attributes').")
+
+    def settings(self, req: P.JobRequest) -> Settings:
+        """The job's settings, resolved once (when it is accepted): its own options, else its quality preset on
+        this device (default "balanced"), else the source's and the network's defaults. Call after ``check``."""
+        from dfi_engine.presets import preset
+
+        assert self.source is not None
+        o = req.options
+        chosen = preset(self.net.device, o.quality)
+        common = {"op": req.op, "height": req.image.height, "width": req.image.width,
+                  "k": o.k if o.k is not None else self.source.default_k,
+                  "align": o.align if o.align is not None else self.source.can_align,
+                  "work_size": o.work_size if o.work_size is not None else chosen.cap(self.work_size),
+                  "iterations": o.iterations if o.iterations is not None else chosen.iterations,
+                  "quality": o.quality or P.DEFAULT_QUALITY, "color": o.color, "preview_s": o.preview or 0.0}
+        if isinstance(req, P.Edit):
+            return Settings(**common, scaling=o.scaling or self._attribute(req.attribute)["scaling"],
+                            feather=o.feather, attribute=req.attribute, strengths=tuple(req.strengths),
+                            components=o.components)
+        return Settings(**common, scaling=o.scaling or getattr(self.source, "inpaint_scaling", None), feather=None,
+                        strength=req.strength)
 
     def _attribute(self, name: str) -> dict[str, Any]:
         return next(a for a in self.attributes() if a["name"] == name)
@@ -98,30 +159,16 @@ class Runner:
         return {name: {"iterations": p.iterations, "work_size": p.cap(self.work_size),
                        "text": p.describe(self.work_size, stored)} for name, p in presets_for(self.net.device).items()}
 
-    def _settings(self, req: dict[str, Any]) -> tuple[int, bool, int, int]:
-        """(k, align, work size, iterations) of a request: its own options, else its quality preset on this
-        device (default "balanced"), with the source's defaults filled in."""
-        from dfi_engine.presets import preset
-
-        opts = req.get("options", {})
+    def _plan(self, s: Settings) -> tuple[Any, int, int, int]:
+        """(kind of job, pixel-iterations, strengths, neighbour pixels) of a job, before it runs."""
         assert self.source is not None
-        chosen = preset(self.net.device, opts.get("quality"))
-        return (int(opts.get("k", self.source.default_k)), bool(opts.get("align", self.source.can_align)),
-                int(opts.get("work_size", chosen.cap(self.work_size))),
-                int(opts.get("iterations", chosen.iterations)))
+        work, side = self.source.work(s.height, s.width, s.align, s.work_size, s.iterations)
+        key = (s.op, s.attribute or None, s.k, s.align, side)
+        return key, work, s.results, (2 * s.k if s.op == "edit" else s.k) * side * side
 
-    def _plan(self, req: dict[str, Any]) -> tuple[Any, int, int, int]:
-        """(kind of request, pixel-iterations, strengths, neighbour pixels) of a request, before it runs."""
-        assert self.source is not None
-        k, align, work_size, iterations = self._settings(req)
-        work, side = self.source.work(req["image"].height, req["image"].width, align, work_size, iterations)
-        strengths = len(req["strengths"]) if req["op"] == "edit" else 1
-        key = (req["op"], req.get("attribute"), k, align, side)
-        return key, work, strengths, (2 * k if req["op"] == "edit" else k) * side * side
-
-    def estimate(self, req: dict[str, Any]) -> float | None:
+    def estimate(self, settings: Settings) -> float | None:
         """Seconds the job should take on this device (None until the pace is known)."""
-        return self.pace.estimate(*self._plan(req))
+        return self.pace.estimate(*self._plan(settings))
 
     # ------------------------------------------------------------------ warm-up
     def warm_up(self) -> float:
@@ -139,67 +186,68 @@ class Runner:
             targets = self.net(x.flip(2))
         marks: list[float] = []
         reconstruct(self.net, x, targets, ReconstructConfig(iterations=4),
-                    progress=lambda i, n, loss: marks.append(time.perf_counter()))
+                    on_iteration=lambda i, n, loss: marks.append(time.perf_counter()))
         if len(marks) >= 4:
             self.pace.observe_iterations(marks[-1] - marks[1], (len(marks) - 2) * side * side, 1)
         return time.perf_counter() - t0
 
     # ------------------------------------------------------------------ running
-    def run(self, req: dict[str, Any], progress: ProgressFn, cancelled: Callable[[], bool]) -> dict[str, Any]:
-        """Run one job; returns the result reply's fields. Raises engine DFIError / CancelledError."""
-        import dfi_engine as dfi
-        from dfi_engine.errors import CancelledError, InputError
+    def run(self, req: P.JobRequest, settings: Settings, progress: ProgressFn, cancel: CancelFn) -> dict[str, Any]:
+        """Run one job; returns the result reply's fields. Raises engine DFIError / CancelledError.
 
+        ``progress`` receives job-level events (``step`` is the fraction of the whole job, ``preview`` an image
+        map); ``cancel`` is checked at every engine event."""
         assert self.source is not None
         t0 = time.perf_counter()
-        progress = forward_only(progress)
-        image = _array(req["image"])
-        mask = _array(req["mask"]) if req.get("mask") is not None else None
-        opts = req.get("options", {})
-        k, align, work_size, iterations = self._settings(req)
+        s, progress = settings, forward_only(progress)
+        events = JobProgress(progress, cancel, Previews(s.preview_s, req.image.format))
+        job = SourceJob(s, self.net, _array(req.image), _array(req.mask) if req.mask is not None else None,
+                        self._engine_options(s), events, cancel)
+        progress(Event("neighbours", 0.01, 1.0, f"finding {s.k} neighbours"))
+        res = self._call_source(job)
+        face = getattr(res, "face", None)
+        if "first" in events.marks:
+            self._observe_pace(s, res, events, t0)
+        progress(Event("done", 1.0, 1.0, "done"))
+        return {
+            "images": [_wire(im, req.image.format) for im in res.images],
+            "strengths": res.strengths,
+            "losses": [float(x) for x in res.losses],
+            "weights": res.weights_label,
+            "source": self.source.label,
+            "notes": self._notes(res),
+            "quality": {"preset": s.quality, "iterations": s.iterations,
+                        "work_size": face.size if face is not None else None},
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+
+    def _engine_options(self, s: Settings) -> Any:
+        """The engine's EditOptions of a job (the daemon's pixel limit; 0 work size = the database's own)."""
+        import dfi_engine as dfi
+
+        return dfi.EditOptions(scaling=s.scaling, color=s.color, feather=s.feather, max_pixels=self.limits.max_pixels,
+                               work_size=s.work_size or None,
+                               reconstruct=dfi.ReconstructConfig(iterations=s.iterations))
+
+    def _call_source(self, job: SourceJob) -> Any:
+        from dfi_engine.errors import InputError
+
+        assert self.source is not None
+        if job.settings.op != "edit":
+            return self.source.inpaint(job)
+        try:
+            return self.source.edit(job)
+        except UnknownAttribute:
+            raise InputError(f"Unknown attribute {job.settings.attribute!r}.", "Run 'dfi attributes'.") from None
+
+    def _notes(self, res: Any) -> list[str]:
+        """What a user should know about how the result was made (smoke-test data, the face, the components)."""
+        assert self.source is not None
         notes: list[str] = []
         if self.source.synthetic:
             notes.append(f"neighbours: {self.source.label}")
         if "RANDOM" in self.net.label:
             notes.append(f"weights: {self.net.label}")
-
-        previews = Previews(float(opts.get("preview", 0.0)), req["image"].format)
-        key, _, strengths, _ = self._plan(req)
-        marks: dict[str, float] = {}  # when the inversion started, its last iteration, and the units of both
-
-        def engine_progress(stage: str, done: float, total: float, render: Any = None, step: str = "",
-                            **_: Any) -> None:
-            if cancelled():  # neighbour features have no cancel hook of their own
-                raise CancelledError("The job was cancelled.")
-            if stage == "reconstruct":
-                marks.setdefault("first", time.perf_counter())
-                marks.setdefault("first_done", done)
-                marks["last"], marks["last_done"], marks["total"] = time.perf_counter(), done, total
-                progress("reconstruct", 0.25 + 0.72 * done / max(total, 1), step or f"iteration {done}/{total}",
-                         preview=previews.maybe(render))
-            else:
-                part = 0.0 if stage.startswith("target") else 0.5
-                progress("features", 0.05 + 0.2 * (part + 0.5 * done / max(total, 1)), f"{stage} {done}/{total}")
-
-        progress("neighbours", 0.01, f"finding {k} neighbours")
-        if req["op"] == "edit":
-            attr = self._attribute(req["attribute"])
-            options = dfi.EditOptions(
-                scaling=opts.get("scaling", attr["scaling"]), color=opts.get("color"),
-                feather=opts.get("feather"), max_pixels=self.limits.max_pixels, work_size=work_size or None,
-                reconstruct=dfi.ReconstructConfig(iterations=iterations))
-            try:
-                res = self.source.edit(self.net, image, mask, req["attribute"], req["strengths"], options, align, k,
-                                       engine_progress, cancelled, components=opts.get("components"))
-            except UnknownAttribute:
-                raise InputError(f"Unknown attribute {req['attribute']!r}.", "Run 'dfi attributes'.") from None
-        else:
-            options = dfi.EditOptions(
-                scaling=opts.get("scaling", getattr(self.source, "inpaint_scaling", None)),
-                color=opts.get("color"), max_pixels=self.limits.max_pixels, work_size=work_size or None,
-                reconstruct=dfi.ReconstructConfig(iterations=iterations))
-            res = self.source.inpaint(self.net, image, mask, req.get("strength"), options, align, k,
-                                      engine_progress, cancelled)
         face = getattr(res, "face", None)
         if face is not None:
             notes.append(f"face: {face.choice}, edited at {face.size} px")
@@ -207,22 +255,14 @@ class Runner:
         notes += [str(n) for n in info.get("notes", [])]
         if info.get("components"):
             notes.append("components: " + ", ".join(f"{c} {w:g}" for c, w in info["components"].items() if w))
-        if "first" in marks:  # the pace of what really ran (the face's working size was a guess before)
-            work = getattr(res, "info", {}).get("pixel_iterations") or (
-                iterations * (face.size ** 2 if face is not None else image.shape[0] * image.shape[1]))
-            seen = (marks["last_done"] - marks["first_done"]) / max(marks["total"], 1)
-            self.pace.observe_prep(key, marks["first"] - t0)
-            self.pace.observe_iterations(marks["last"] - marks["first"], work * seen, strengths)
-        fmt = req["image"].format
-        progress("done", 1.0, "done")
-        return {
-            "images": [_wire(im, fmt) for im in res.images],
-            "strengths": res.strengths,
-            "losses": [float(x) for x in res.losses],
-            "weights": res.weights_label,
-            "source": self.source.label,
-            "notes": notes,
-            "quality": {"preset": opts.get("quality", P.DEFAULT_QUALITY), "iterations": iterations,
-                        "work_size": face.size if face is not None else None},
-            "seconds": round(time.perf_counter() - t0, 3),
-        }
+        return notes
+
+    def _observe_pace(self, s: Settings, res: Any, events: JobProgress, t0: float) -> None:
+        """The pace of what really ran (the face's working size was a guess before)."""
+        face = getattr(res, "face", None)
+        work = getattr(res, "info", {}).get("pixel_iterations") or (
+            s.iterations * (face.size ** 2 if face is not None else s.height * s.width))
+        key, _, strengths, _ = self._plan(s)
+        self.pace.observe_prep(key, events.marks["first"] - t0)
+        self.pace.observe_iterations(events.marks["last"] - events.marks["first"], work * events.inverted_share(),
+                                     strengths)

@@ -15,13 +15,23 @@ from __future__ import annotations
 
 import threading
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypedDict
+from typing import TYPE_CHECKING, Protocol, TypedDict
 
 import numpy as np
 
-ProgressFn = Callable[..., None]  # the engine's: (stage, done, total, **extra)
+from .jobs import Settings
+
+if TYPE_CHECKING:  # the engine loads torch: imported where a job runs, not where this module is read
+    from dfi_engine.edit import EditOptions, EditResult
+    from dfi_engine.faces.landmarks import FaceDetector
+    from dfi_engine.faces.pipeline import FaceEditResult
+    from dfi_engine.progress import CancelFn, ProgressFn
+    from dfi_engine.vgg import VGGFeatures
+
+    Outcome = EditResult | FaceEditResult
 
 
 class Attribute(TypedDict):
@@ -29,6 +39,21 @@ class Attribute(TypedDict):
     label: str
     default_strength: float
     scaling: str  # "none" | "beta": how the engine scales the attribute vector
+
+
+@dataclass(frozen=True)
+class SourceJob:
+    """One edit or inpaint as a neighbour source runs it: the job's settings (attribute, strengths, k, align,
+    components, ...), the photo and mask as arrays, the engine's options, and the progress/cancel contract of
+    :mod:`dfi_engine.progress`."""
+
+    settings: Settings
+    net: VGGFeatures
+    image: np.ndarray  # (H, W, C) uint8, the request's bytes
+    mask: np.ndarray | None  # (H, W) uint8, 255 = edit
+    options: EditOptions
+    progress: ProgressFn
+    cancel: CancelFn
 
 
 class NeighbourSource(Protocol):
@@ -48,12 +73,13 @@ class NeighbourSource(Protocol):
         (what its time scales with)."""
         ...
 
-    def edit(self, net: Any, image: np.ndarray, mask: np.ndarray | None, attribute: str,
-             strengths: Sequence[float], options: Any, align: bool, k: int,
-             progress: ProgressFn, cancel: Callable[[], bool], components: Sequence[str] | None = None) -> Any: ...
+    def edit(self, job: SourceJob) -> Outcome:
+        """One result per strength of ``job.settings.attribute``; raises UnknownAttribute if not defined here."""
+        ...
 
-    def inpaint(self, net: Any, image: np.ndarray, mask: np.ndarray, strength: float | None, options: Any,
-                align: bool, k: int, progress: ProgressFn, cancel: Callable[[], bool]) -> Any: ...
+    def inpaint(self, job: SourceJob) -> Outcome:
+        """The masked region of ``job.image`` filled from neighbours."""
+        ...
 
 
 class UnknownAttribute(KeyError):
@@ -91,45 +117,49 @@ class SyntheticSource:
         return iterations * height * width, max(height, width)  # rendered and inverted at the photo's own size
 
     def _render(self, tag: str, beard: bool, shape: tuple[int, int], k: int,
-                cancel: Callable[[], bool] | None = None) -> Rendered:
+                cancel: CancelFn | None = None) -> Rendered:
         """K faces at exactly ``shape`` (H, W), rendered one at a time as they are read (bounded memory,
         a cancel check per face); deterministic per (seed, tag, shape), so it can be read twice."""
         return Rendered(self.seed, tag, beard, shape, k, cancel)
 
-    def edit(self, net, image, mask, attribute, strengths, options, align, k, progress, cancel, components=None):
+    def edit(self, job: SourceJob) -> Outcome:
         import dfi_engine as dfi
         from dfi_engine.errors import InputError
 
-        if attribute not in {a["name"] for a in self._ATTRIBUTES}:
-            raise UnknownAttribute(attribute)
-        if components and set(components) != {"texture"}:
+        s = job.settings
+        if s.attribute not in {a["name"] for a in self._ATTRIBUTES}:
+            raise UnknownAttribute(s.attribute)
+        if s.components and set(s.components) != {"texture"}:
             raise InputError("The synthetic smoke-test faces have no landmarks, so no shape or tone edits.",
                              "Use components=['texture'], or a face database (--database PATH).")
-        shape = image.shape[:2]
-        source, target = self._render("source", False, shape, k, cancel), self._render("target", True, shape, k,
-                                                                                       cancel)
-        w = dfi.attribute_vector(net, source, target, options.batch_size, shape, progress, (k, k))
-        return dfi.apply_vector(net, image, w, strengths, mask, options, progress, cancel)
+        shape = job.image.shape[:2]
+        source = self._render("source", False, shape, s.k, job.cancel)
+        target = self._render("target", True, shape, s.k, job.cancel)
+        w = dfi.attribute_vector(job.net, source, target, batch_size=job.options.batch_size, shape=shape,
+                                 progress=job.progress, totals=(s.k, s.k))
+        return dfi.apply_vector(job.net, job.image, w, s.strengths, mask=job.mask, options=job.options,
+                                progress=job.progress, cancel=job.cancel)
 
-    def inpaint(self, net, image, mask, strength, options, align, k, progress, cancel):
+    def inpaint(self, job: SourceJob) -> Outcome:
         """Half plain faces, half bearded: the fill is learnt from faces, whatever they wear."""
         import dataclasses
 
         import dfi_engine as dfi
 
-        shape = image.shape[:2]
-        nb = Chain(self._render("inpaint-a", False, shape, (k + 1) // 2, cancel),
-                   self._render("inpaint-b", True, shape, k // 2, cancel))
-        options = dataclasses.replace(options, scaling=options.scaling or self.inpaint_scaling)
-        return dfi.inpaint(net, image, mask, nb, self.inpaint_strength if strength is None else strength,
-                           options, progress, cancel)
+        s, shape = job.settings, job.image.shape[:2]
+        nb = Chain(self._render("inpaint-a", False, shape, (s.k + 1) // 2, job.cancel),
+                   self._render("inpaint-b", True, shape, s.k // 2, job.cancel))
+        options = dataclasses.replace(job.options, scaling=job.options.scaling or self.inpaint_scaling)
+        return dfi.inpaint(job.net, job.image, job.mask, nb,
+                           strength=self.inpaint_strength if s.strength is None else s.strength, options=options,
+                           progress=job.progress, cancel=job.cancel)
 
 
 class Rendered:
     """Synthetic faces made on the fly each time they are iterated (see ``SyntheticSource._render``)."""
 
     def __init__(self, seed: int, tag: str, beard: bool, shape: tuple[int, int], k: int,
-                 cancel: Callable[[], bool] | None) -> None:
+                 cancel: CancelFn | None) -> None:
         self.seed, self.tag, self.beard, self.shape, self.k, self.cancel = seed, tag, beard, shape, k, cancel
 
     def __len__(self) -> int:
@@ -186,12 +216,12 @@ class FaceDatabaseSource:
         self.name = str(path)
         self.label = f"face database {path} ({self.db.count} faces at {self.db.resolution} px)"
         self.resolution = self.db.resolution
-        self._detector = None
+        self._detector: FaceDetector | None = None
         self._dense: bool | None = None  # whether any face has its 68 points (shape and tone possible)
         self._lock = threading.Lock()
 
     @property
-    def detector(self):
+    def detector(self) -> FaceDetector:
         with self._lock:  # dlib's models load once, on first use
             if self._detector is None:
                 from dfi_engine.faces import FaceDetector
@@ -219,22 +249,26 @@ class FaceDatabaseSource:
                  "components": a.weights() if dense else {"shape": 0.0, "tone": 0.0, "texture": a.texture}}
                 for a in self.defs.usable(self.db) if a.kind != "inpaint"]
 
-    def edit(self, net, image, mask, attribute, strengths, options, align, k, progress, cancel, components=None):
+    def edit(self, job: SourceJob) -> Outcome:
         from dfi_engine.faces import edit_attribute
 
-        if attribute not in {a["name"] for a in self.attributes()}:
-            raise UnknownAttribute(attribute)
-        return edit_attribute(net, image, self.db, self.defs.get(attribute, self.db), strengths, mask, options,
-                              self.detector if align else None, not align, k, cache=self.cache,
-                              progress=progress, cancel=cancel, components=components)
+        s = job.settings
+        if s.attribute not in {a["name"] for a in self.attributes()}:
+            raise UnknownAttribute(s.attribute)
+        return edit_attribute(job.net, job.image, self.db, self.defs.get(s.attribute, self.db), s.strengths,
+                              mask=job.mask, options=job.options, detector=self.detector if s.align else None,
+                              whole_image=not s.align, k=s.k, cache=self.cache, progress=job.progress,
+                              cancel=job.cancel, components=s.components)
 
-    def inpaint(self, net, image, mask, strength, options, align, k, progress, cancel):
+    def inpaint(self, job: SourceJob) -> Outcome:
         from dfi_engine.faces import inpaint_face
 
-        inpaint = next((a for a in self.defs.usable(self.db) if a.kind == "inpaint"), None)
-        return inpaint_face(net, image, self.db, mask, strength if strength is not None else
-                            (inpaint.strength if inpaint else None), options, self.detector if align else None,
-                            not align, k, cache=self.cache, progress=progress, cancel=cancel)
+        s = job.settings
+        fill = next((a for a in self.defs.usable(self.db) if a.kind == "inpaint"), None)
+        strength = s.strength if s.strength is not None else (fill.strength if fill else None)
+        return inpaint_face(job.net, job.image, self.db, job.mask, strength=strength, options=job.options,
+                            detector=self.detector if s.align else None, whole_image=not s.align, k=s.k,
+                            cache=self.cache, progress=job.progress, cancel=job.cancel)
 
 
 class SourceUnavailable(Exception):

@@ -10,12 +10,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 from dfi_wire import protocol as P
 
 from .jobs import Job, JobQueue
+
+if TYPE_CHECKING:
+    from dfi_engine.progress import Event, ProgressFn
 
 log = logging.getLogger("dfi.daemon")
 EVENTS = "inproc://dfi-events"
@@ -52,36 +55,25 @@ class Worker:
                     if self.stopping.is_set():
                         return
                     continue
-                last = [0.0, ""]
-
-                def progress(stage: str, fraction: float, message: str, preview: dict | None = None,
-                             job: Job = job, last: list = last) -> None:
-                    now = time.monotonic()
-                    if stage != last[1] or now - last[0] >= PROGRESS_EVERY_S or fraction >= 1.0 or preview:
-                        last[0], last[1] = now, stage
-                        extra = {"preview": preview} if preview else {}
-                        emit(job, P.reply("progress", job.req_id, job=job.id, stage=stage,
-                                          fraction=round(min(max(fraction, 0.0), 1.0), 4), message=message,
-                                          **extra), False)
-
-                log.info("%s: %s started", job.id, job.request["op"])
-                final, state = self.execute(job, progress)
-                job.request = {}  # drop the image bytes now
+                log.info("%s: %s started", job.id, job.request.op)
+                final, state = self.execute(job, _progress_messages(job, emit))
+                job.request = None  # drop the image bytes now
                 self._release_memory()
                 self.queue.finish(job, state)  # before the final reply: a client that has it sees an idle queue
                 emit(job, final, True)
         finally:
             push.close()
 
-    def execute(self, job: Job, progress: Any) -> tuple[dict[str, Any], str]:
+    def execute(self, job: Job, progress: ProgressFn) -> tuple[dict[str, Any], str]:
         """Run one job; returns (final reply, end state). Never raises: a bug costs one job, not the daemon."""
         from dfi_engine.errors import CancelledError, DFIError
+        from dfi_engine.progress import Event
 
         try:
             if job.cancelled:
                 raise CancelledError("The job was cancelled before it started.")
-            progress("started", 0.0, "started")
-            result = self.runner.run(job.request, progress, job.cancel_event.is_set)
+            progress(Event("started", 0.0, 1.0, "started"))
+            result = self.runner.run(job.request, job.settings, progress, job.cancel_event.is_set)
             log.info("%s: done in %.2f s", job.id, result["seconds"])
             return P.reply("result", job.req_id, job=job.id, **result), "done"
         except CancelledError:
@@ -107,3 +99,19 @@ class Worker:
             import torch
 
             torch.cuda.empty_cache()
+
+
+def _progress_messages(job: Job, emit: Any) -> ProgressFn:
+    """A job's events as the wire's progress messages (the maps clients read), at most one per
+    PROGRESS_EVERY_S unless the stage changes, the job ends or a preview comes with it."""
+    last = [0.0, ""]
+
+    def progress(ev: Event) -> None:
+        now = time.monotonic()
+        if ev.stage != last[1] or now - last[0] >= PROGRESS_EVERY_S or ev.fraction >= 1.0 or ev.preview:
+            last[0], last[1] = now, ev.stage
+            extra = {"preview": ev.preview} if ev.preview else {}
+            emit(job, P.reply("progress", job.req_id, job=job.id, stage=ev.stage, fraction=round(ev.fraction, 4),
+                              message=ev.message, **extra), False)
+
+    return progress
