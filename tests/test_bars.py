@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 CODE = """
 import dfi_engine.bars as b
 b.EVERY = 0.0
@@ -16,6 +18,7 @@ for _ in b.bar(range(2), desc="extract", unit="file"):
 """
 
 
+@pytest.mark.slow  # a child Python with its stderr off a terminal
 def test_a_redirected_bar_prints_lines():
     r = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

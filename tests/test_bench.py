@@ -13,6 +13,8 @@ import math
 import pytest
 from dfi_daemon.cli import main
 
+pytestmark = pytest.mark.slow  # runs `dfi bench --quick` (minutes here), its daemon row a daemon process
+
 
 def _positive(d: dict, *keys: str) -> None:
     for k in keys:

@@ -16,6 +16,8 @@ import pytest
 from helpers.daemon_process import DaemonProcess
 from PIL import Image
 
+pytestmark = pytest.mark.slow  # a daemon process serves the module; the CLI runs as a process
+
 
 def run_cli(d: DaemonProcess, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dfi_daemon.cli", *args, "--no-autostart"], env=d.env(),

@@ -10,6 +10,7 @@ from dfi_engine.compute import MODES, resolve_mode, set_compute
 from dfi_engine.errors import InputError
 
 
+@pytest.mark.slow  # every compute mode's forward pass, ~6 s of CPU here
 def test_compute_modes_keep_the_features_float32_and_close_to_fp32():
     """channels-last is the same arithmetic in another layout; bf16 is close, not equal (docs/performance.md)."""
     net = load_network("random:0", "cpu")

@@ -26,9 +26,10 @@ import zmq
 from dfi_wire import protocol as P
 from dfi_wire.client import DaemonError
 from helpers.daemon_process import DaemonProcess, running_job
+from helpers.portraits import portrait, wire
 from PIL import Image
 
-from dfi_engine.synthetic import face
+pytestmark = pytest.mark.slow  # one daemon process serves the module; CLI and client processes
 
 FAST = {"iterations": 8, "k": 2}
 CLIENT_TIMEOUT = 3.0
@@ -50,23 +51,10 @@ def cli(d: DaemonProcess, *args: str, timeout: float = 120) -> subprocess.Comple
                           text=True, timeout=timeout)
 
 
-def portrait(seed: int, w: int, h: int, alpha: bool) -> np.ndarray:
-    im = face(np.random.default_rng(seed), False, max(w, h))[:h, :w]
-    if alpha:
-        a = np.linspace(40, 255, w * h).reshape(h, w).astype(np.uint8)
-        im = np.dstack([im, a])
-    return np.ascontiguousarray(im)
-
-
 def lower_mask(w: int, h: int) -> np.ndarray:
     m = np.zeros((h, w), np.uint8)
     m[h // 2:h - 4, 6:w - 6] = 255
     return m
-
-
-def wire(a: np.ndarray) -> dict:
-    fmt = {3: "RGB8", 4: "RGBA8"}[a.shape[2]]
-    return P.image_map(a.tobytes(), a.shape[1], a.shape[0], fmt)
 
 
 def from_wire(m: dict) -> np.ndarray:

@@ -13,6 +13,8 @@ from PIL import Image
 
 from dfi_engine.synthetic import face
 
+pytestmark = pytest.mark.slow  # a daemon process serving a database the CLI builds
+
 RES = 48
 
 

@@ -15,6 +15,8 @@ from dfi_wire import protocol as P
 from dfi_wire.client import Client, DaemonError, DaemonUnavailable
 from helpers.daemon_process import DaemonProcess, run_cli
 
+pytestmark = pytest.mark.slow  # starts, crashes and stops daemon processes
+
 
 def dfi(base: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return run_cli(base, *args, timeout=timeout)

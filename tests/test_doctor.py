@@ -18,6 +18,8 @@ from helpers.daemon_process import DaemonProcess
 from helpers.gimp_fakes import FakeMachine, plugin_bridge
 from helpers.gimp_harness import free_port
 
+pytestmark = pytest.mark.slow  # a daemon process for the module; every check runs the CLI as a process
+
 MENU = [m.proc for m in plugin_bridge().MENU]
 
 

@@ -157,6 +157,7 @@ def test_server_ignoring_range_restarts_cleanly(fixture_files, tmp_path):
     assert (tmp_path / "lfw_attributes.txt.sha256").read_text().split()[0] == sha(data)
 
 
+@pytest.mark.slow  # fetch and a database build, ~11 s here
 def test_cli_fetch_builds_the_database(fixture_files, tmp_path, capsys):
     with Server(fixture_files) as srv:
         rc = cli_main(["db", "fetch", "lfw", "--dest", str(tmp_path / "dl"), "--db", str(tmp_path / "lfw.db"),

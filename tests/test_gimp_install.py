@@ -22,6 +22,8 @@ from helpers.gimp_fakes import plugin_bridge
 from helpers.gimp_harness import Gimp, build_root, versions
 from helpers.wheel_venv import REPO, wheel_venv
 
+pytestmark = pytest.mark.slow  # a real GIMP in a Debian root, the wheel in a new venv
+
 PROCS = {m.proc: m.label for m in plugin_bridge().MENU}  # what GIMP must list: the plug-in's own menu table
 
 

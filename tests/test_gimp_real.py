@@ -19,6 +19,8 @@ from helpers.daemon_process import DaemonProcess
 from helpers.gimp_harness import Gimp, build_root, free_port, versions, wait_file
 from PIL import Image
 
+pytestmark = pytest.mark.slow  # a real GIMP (3.0 and 3.2) and a daemon process
+
 PROCS = {
     "plug-in-dfi-facial-hair": "Add _facial hair...",
     "plug-in-dfi-older": "_Older...",

@@ -31,6 +31,8 @@ from helpers.daemon_process import DaemonProcess
 from helpers.gimp_harness import Gimp, build_root, free_port, versions, wait_file
 from PIL import Image
 
+pytestmark = pytest.mark.slow  # a real GIMP and a daemon process
+
 PROC = "plug-in-dfi-smile"
 FLAG = (slice(0, 300), slice(0, 110))  # rows, columns of grace_hopper's flag, well left of her face
 CORNER = (slice(0, 50), slice(0, 50))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+import pytest
 from dfi_daemon.cli import gpu
 
 
@@ -37,6 +38,7 @@ def test_a_cpu_torch_on_a_gpu_machine_is_a_fix_with_the_exact_command():
     assert not gpu.check("nvidia", None)[0], "a torch that does not load is a fix too"
 
 
+@pytest.mark.slow  # the probe is a child Python importing torch
 def test_this_machines_torch_answers_the_probe():
     seen = gpu.torch_sees()
     assert seen is not None and seen["version"].startswith("2.") and isinstance(seen["cuda"], bool)

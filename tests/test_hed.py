@@ -84,6 +84,7 @@ def test_wrong_hash_is_refused_and_nothing_cached(tmp_path, index):
     assert list(cache.iterdir()) == []
 
 
+@pytest.mark.slow  # waits out the download's retries, ~12 s here
 def test_unreachable_index_says_what_to_do(tmp_path, index):
     index.shutdown()
     cache = tmp_path / "cache"

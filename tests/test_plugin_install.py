@@ -196,6 +196,7 @@ def test_the_checkout_wrapper_under_a_bare_python_says_what_to_run(machine, prof
     assert "bash install/bootstrap.sh" in res.stderr and "dfi gimp install" in res.stderr
 
 
+@pytest.mark.slow  # builds the wheel into a new venv
 def test_the_wheel_in_a_new_venv_installs_the_plugin_without_the_checkout(machine, profile, tmp_path):
     """README's "install as a package": the wheel's own dfi, run outside the checkout, installs its own package
     data (not the checkout's files) and removes it again."""

@@ -55,6 +55,7 @@ def smile(tmp_path_factory):
             "calibrated": cb.learn_calibrated(out["db"], *sets, det, tone=False)}
 
 
+@pytest.mark.slow  # builds a face database, ~7 s here
 def test_the_database_keeps_every_face_s_68_points_in_the_crop_frame(smile):
     db = smile["db"]
     assert db.dense.shape == (24, 68, 2) and db.has_dense().all()
@@ -63,6 +64,7 @@ def test_the_database_keeps_every_face_s_68_points_in_the_crop_frame(smile):
     assert np.abs(five - al.template(128)).mean() < 3.0
 
 
+@pytest.mark.slow  # dlib on real photos and a database build, ~14 s here
 def test_the_smile_learnt_from_real_photos_is_what_dlib_measures_on_the_pairs(smile):
     proto = smile["proto"]
     e_crop = fx.eye_distance(proto.mean_shape)

@@ -97,6 +97,7 @@ def test_a_database_without_the_68_points_says_how_to_rebuild_when_shape_or_tone
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.slow  # the bench part, ~15 s of CPU here
 def test_the_bench_part_measures_both_known_truths(tmp_path):
     """``dfi bench --quality --quality-parts prototype`` end to end: its numbers are the tests' numbers."""
     from dfi_daemon.bench import prototype as bench

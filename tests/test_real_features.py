@@ -13,6 +13,8 @@ from dfi_daemon import samples
 import dfi_engine as dfi
 from dfi_engine.backbones import defaults_for
 
+pytestmark = pytest.mark.slow  # the real VGG-16 HED on real portraits: about a minute a test here
+
 SIZE = 96
 ITERATIONS = 80
 PAIRS = [("grace_hopper", "astronaut"), ("astronaut", "grace_hopper")]  # (photo, portrait the edit is learnt on)

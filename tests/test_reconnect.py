@@ -7,26 +7,19 @@ import random
 import signal
 import threading
 import time
-from pathlib import Path
 
+import pytest
 import zmq
 from dfi_wire import protocol as P
+from helpers import portraits
 from helpers.daemon_process import DaemonProcess
-from test_daemon import portrait, wire
+from helpers.process_memory import front_pid
 
-
-def front_pid(d: DaemonProcess) -> int | None:
-    for c in Path(f"/proc/{d.pid}/task/{d.pid}/children").read_text().split():
-        try:
-            if b"dfi_daemon.server.front" in Path(f"/proc/{c}/cmdline").read_bytes():
-                return int(c)
-        except OSError:
-            pass
-    return None
+pytestmark = pytest.mark.slow  # a daemon process whose front door is killed again and again
 
 
 def small_edit(seed: int) -> dict:
-    return P.edit_request(wire(portrait(seed, 48, 48, False)), "facehair", [1.0], iterations=12, k=2)
+    return portraits.small_edit(seed, iterations=12)
 
 
 def test_jobs_and_pings_survive_their_front_door_being_killed_again_and_again(base):

@@ -20,6 +20,8 @@ import pytest
 from helpers.daemon_process import env_for, run_cli
 from PIL import Image
 
+pytestmark = pytest.mark.slow  # a real local Ray cluster and CLI processes
+
 pytest.importorskip("ray", reason="Ray is not installed (pip install '.[ray]')")
 
 SMOKE = ["--weights", "random:0", "--database", "synthetic", "-a", "facehair", "-s", "0.5,1"]
