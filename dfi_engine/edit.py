@@ -61,7 +61,7 @@ def _check_shapes(phi_x: Features, w: Features) -> None:
 
 def apply_vector(
     net: VGGFeatures,
-    image: np.ndarray,
+    image: np.ndarray | Sequence[np.ndarray],
     w: Features,
     strengths: Sequence[float],
     *,
@@ -76,29 +76,34 @@ def apply_vector(
 ) -> EditResult:
     """Add δ·w to φ(image) for every δ, reconstruct all δ as one batch, blend into the mask.
 
-    ``base`` replaces the image whose features δ·w is added to, ``start`` the point the inversion
-    starts from (default: ``base``); inpainting uses the grey-filled photo as base (w is defined
-    against grey) and a smooth fill as start (colours already right, the optimiser adds detail).
+    ``image`` may also be a list of images of one size, one per strength (the shape-and-tone results, each
+    edited at its own strength), still one batch. ``base`` replaces the image whose features δ·w is added to,
+    ``start`` the point the inversion starts from (default: ``base``); inpainting uses the grey-filled photo
+    as base (w is defined against grey) and a smooth fill as start (colours already right, the optimiser adds
+    detail).
     """
-    rgb, alpha, spec = split_image(image, options.max_pixels)
+    images = list(image) if isinstance(image, (list, tuple)) else [image]
+    if len(images) not in (1, len(strengths)):
+        raise InputError(f"{len(images)} images for {len(strengths)} strengths.",
+                         "Pass one image, or one per strength.")
+    parts = [split_image(im, options.max_pixels) for im in images]
+    spec = parts[0][2]
     m = to_mask(mask, spec.height, spec.width)
     if not (m > 0).any():
         raise InputError("The mask/selection is empty.", "Select the region to edit, or pass no mask.")
     d = defaults_for(net.backbone)
-    base = rgb if base is None else base
-    init = base if start is None else start
-    phi_x = extract(net, base)
-    _check_shapes(phi_x, w)
-    targets = target_features(phi_x, scale_vector(w, options.scaling or d.scaling, phi_x), strengths)
-    del phi_x
+    bases = [p[0] for p in parts] if base is None else [base]
+    targets = _targets(net, bases, w, strengths, options.scaling or d.scaling)
+    init = np.stack(bases) if start is None else start
 
     radius = feather_px if feather_px is not None else (
         options.feather if options.feather is not None else 0.04 * min(spec.height, spec.width))
     weight = feather(m, radius)
 
-    def finish(zb: np.ndarray) -> np.ndarray:
+    def finish(zb: np.ndarray, i: int = 0) -> np.ndarray:
+        rgb, alpha, spec = parts[min(i, len(parts) - 1)]
         matched = color_match(zb, rgb, options.color or d.color, None if match_whole else weight)
-        return compose(image, merge_image(blend(rgb, matched, weight), spec, alpha), weight)
+        return compose(images[min(i, len(images) - 1)], merge_image(blend(rgb, matched, weight), spec, alpha), weight)
 
     def on_iter(i: int, n: int, current: Callable[[], torch.Tensor]) -> None:
         # the preview: the first strength's current result, finished as the final one will be (rendered if shown)
@@ -106,8 +111,21 @@ def apply_vector(
 
     z, losses = reconstruct(net, to_tensor(init, net.device), targets, options.reconstruct, cancel=cancel,
                             preview=on_iter)
-    outs = [finish(zb) for zb in z.permute(0, 2, 3, 1).cpu().numpy()]
+    outs = [finish(zb, i) for i, zb in enumerate(z.permute(0, 2, 3, 1).cpu().numpy())]
     return EditResult(outs, [float(s) for s in strengths], losses.cpu().tolist(), net.label)
+
+
+def _targets(net: VGGFeatures, bases: list[np.ndarray], w: Features, strengths: Sequence[float],
+             scaling: str) -> Features:
+    """φ(base) + δ·w for every δ: one base for all strengths, or one base per strength (its own φ and scale)."""
+    phi = extract(net, np.stack(bases))
+    for b in range(len(bases)):
+        _check_shapes([p[b:b + 1] for p in phi], w)
+    if len(bases) == 1:
+        return target_features(phi, scale_vector(w, scaling, phi), strengths)
+    rows = [target_features(one, scale_vector(w, scaling, one), [s])
+            for s, one in zip(strengths, ([p[b:b + 1] for p in phi] for b in range(len(bases))))]
+    return [torch.cat(layer) for layer in zip(*rows)]
 
 
 def edit(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -48,31 +49,46 @@ def pixel_iterations(iterations: int, base: int, size: int) -> int:
     return iterations * base * base + fine_iterations(iterations) * size * size
 
 
-Solve = Callable[[np.ndarray, np.ndarray, int, ProgressFn, "np.ndarray | None"], EditResult]
-"""One stage: (crop 0..1 at the stage's size, its mask, iterations, progress, the coarse results upsampled to
-this size (0..255, one per strength) or None in the coarse stage) -> the stage's result."""
+Solve = Callable[[Any, np.ndarray, int, ProgressFn, "np.ndarray | None"], EditResult]
+"""One stage: (crop 0..1 at the stage's size, or one per strength; its mask; iterations; progress; the fine crops
+the coarse results upsampled to this size (0..255, one per strength) or None in the coarse stage) -> the
+stage's result."""
 
 
 Prepare = Callable[[dict[int, np.ndarray], ProgressFn], None]
 """Work both stages need before either runs (neighbour features), given each stage's mask by size."""
 
 
-def two_stage(coarse: AlignedFace, iterations: int, solve: Solve, prepare: Prepare | None = None,
-              ) -> Callable[[np.ndarray, np.ndarray, ProgressFn], EditResult]:
+def _each(x: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+    """A crop, or a list of crops (one per strength), as a list."""
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _per(items: list, n: int) -> list:
+    """One item per strength: the one item for all ``n``, or each its own."""
+    return items * n if len(items) == 1 else items
+
+
+def two_stage(coarse: AlignedFace | Sequence[AlignedFace], iterations: int, solve: Solve,
+              prepare: Prepare | None = None) -> Callable[[Any, np.ndarray, ProgressFn], EditResult]:
     """A runner for ``edit_aligned`` at the fine size: ``solve`` at the database's size with ``iterations``,
     then at the fine size with a share of them, from the coarse results; progress counts both stages in coarse
     iterations, and previews of the coarse stage are shown in the fine frame. ``prepare`` runs first, so the
-    progress never goes back and the inversion's pace is measured on the inversion alone."""
+    progress never goes back and the inversion's pace is measured on the inversion alone. ``coarse`` may be one
+    face per strength (each strength edited from its own start), matched by the fine crops given to the runner."""
     n1, n2 = iterations, fine_iterations(iterations)
+    faces = list(coarse) if isinstance(coarse, (list, tuple)) else [coarse]
+    base = faces[0].size
 
-    def run(crop01: np.ndarray, crop_mask: np.ndarray, progress: ProgressFn) -> EditResult:
-        size, base = crop01.shape[0], coarse.size
+    def run(crop01: Any, crop_mask: np.ndarray, progress: ProgressFn) -> EditResult:
+        fine = _each(crop01)
+        size = fine[0].shape[0]
         c = (size / base) ** 2  # cost of a fine iteration in coarse ones
         total = n1 + n2 * c
 
         def upsampled(render: Callable[[], np.ndarray]) -> Callable[[], np.ndarray]:
             # a coarse result shown in the fine frame: the fine crop plus the upsampled change
-            return lambda: crop01 + resize(render() - coarse.crop / 255.0, size)
+            return lambda: fine[0] + resize(render() - faces[0].crop / 255.0, size)
 
         def stage(offset: float, scale: float, label: str, is_coarse: bool) -> ProgressFn:
             def report(ev: Event) -> None:
@@ -85,7 +101,8 @@ def two_stage(coarse: AlignedFace, iterations: int, solve: Solve, prepare: Prepa
         small_mask = np.clip(resize(crop_mask, base), 0.0, 1.0)
         if prepare is not None:
             prepare({base: small_mask, size: crop_mask}, progress)
-        first = solve(coarse.crop / 255.0, small_mask, n1, stage(0.0, 1.0, f"coarse ({base} px)", True), None)
+        crops = faces[0].crop / 255.0 if len(faces) == 1 else [f.crop / 255.0 for f in faces]
+        first = solve(crops, small_mask, n1, stage(0.0, 1.0, f"coarse ({base} px)", True), None)
         ups = np.stack([resize(im * 255.0, size) for im in first.images])
         return solve(crop01, crop_mask, n2, stage(n1, c, f"fine ({size} px)", False), ups)
 
@@ -94,29 +111,32 @@ def two_stage(coarse: AlignedFace, iterations: int, solve: Solve, prepare: Prepa
 
 def coarse_to_fine(
     net: VGGFeatures,
-    coarse: AlignedFace,
+    coarse: AlignedFace | Sequence[AlignedFace],
     w_coarse: Features,
     w_fine: Features,
     strengths: Sequence[float],
     options: EditOptions,
     cancel: CancelFn | None = None,
-) -> Callable[[np.ndarray, np.ndarray, ProgressFn], EditResult]:
+) -> Callable[[Any, np.ndarray, ProgressFn], EditResult]:
     """An attribute edit in two stages: the fine stage starts from the fine crop plus the upsampled coarse change
     (so the photo's own detail is kept wherever the edit does nothing), with colour dearer (``fine_chroma_weight``)."""
     cfg = options.reconstruct
+    faces = list(coarse) if isinstance(coarse, (list, tuple)) else [coarse]
     fine_chroma = cfg.chroma_weight
     if fine_chroma is None:
         from ..backbones import defaults_for
 
         fine_chroma = defaults_for(net.backbone).fine_chroma_weight
 
-    def solve(crop01: np.ndarray, mask: np.ndarray, n: int, progress: ProgressFn,
-              ups: np.ndarray | None) -> EditResult:
+    def solve(crop01: Any, mask: np.ndarray, n: int, progress: ProgressFn, ups: np.ndarray | None) -> EditResult:
         if ups is None:
             return apply_vector(net, crop01, w_coarse, strengths, mask=mask,
                                 options=replace(options, reconstruct=replace(cfg, iterations=n)), progress=progress,
                                 cancel=cancel)
-        starts = np.clip(crop01 * 255.0 + ups - resize(coarse.crop, crop01.shape[0]), 0.0, 255.0)
+        # each strength's coarse change, upsampled onto its own fine crop
+        fine, small, size = _per(_each(crop01), len(ups)), _per(faces, len(ups)), ups.shape[1]
+        starts = np.clip(np.stack([f * 255.0 + u - resize(c.crop, size) for f, u, c in zip(fine, ups, small)]),
+                         0.0, 255.0)
         return apply_vector(net, crop01, w_fine, strengths, mask=mask,
                             options=replace(options, reconstruct=replace(cfg, iterations=n, chroma_weight=fine_chroma)),
                             progress=progress, cancel=cancel, start=starts)

@@ -22,7 +22,7 @@ from .calibrate import learn_calibrated
 from .errors import DatabaseError
 from .landmarks import FaceDetector
 from .prototype import MIN_DENSE, Prototype, learn
-from .shape_tone import apply_prototype, prototype_on_crop
+from .shape_tone import ShapeToneResult, apply_prototype, prototype_on_crop
 
 
 def component_weights(attribute, components: Collection[str] | Mapping[str, float] | None = None
@@ -44,28 +44,36 @@ def component_weights(attribute, components: Collection[str] | Mapping[str, floa
     return out
 
 
-def shape_tone_photos(photo: np.ndarray, face: al.AlignedFace, database, selection, strengths: Sequence[float],
-                      default_strength: float, weights: Mapping[str, float], detector: FaceDetector | None = None,
-                      mask: np.ndarray | None = None, max_pixels: int = 50_000_000, tone_form: str = "ratio",
-                      ) -> tuple[list[np.ndarray], dict, Prototype]:
-    """One photo per strength with the shape and tone prototypes of ``selection`` applied, what was done, and
-    the prototype."""
-    if not face.aligned:
-        raise InputError("Shape and tone edits need a detected face.", "Run with components=['texture'] instead.")
-    det = detector or FaceDetector()
-    learnt = dict(tone=bool(weights.get("tone")), form=tone_form)
-    proto = (learn_calibrated(database, selection.source, selection.target, det, **learnt) if weights.get("shape")
-             else learn(database, selection.source, selection.target, **learnt))
-    rgb = split_image(photo, max_pixels)[0]
-    dense = det.dense(rgb / 255.0, face.face)
-    scale = 1.0 / default_strength if default_strength else 1.0
-    outs, runs = [], []
-    for s in strengths:
-        r = apply_prototype(photo, face, dense, proto, weights.get("shape", 0.0) * s * scale,
-                            weights.get("tone", 0.0) * s * scale, mask, max_pixels)
-        outs.append(r.image)
-        runs.append(r.info)
-    return outs, {"prototype": proto.summary(), "runs": runs}, proto
+class ShapeTone:
+    """The shape and tone prototypes of one photo and neighbour set, learnt once: any strength then costs one
+    warp (milliseconds), which is what the live preview shows first."""
+
+    def __init__(self, photo: np.ndarray, face: al.AlignedFace, database, selection, default_strength: float,
+                 weights: Mapping[str, float], detector: FaceDetector | None = None, mask: np.ndarray | None = None,
+                 max_pixels: int = 50_000_000, tone_form: str = "ratio") -> None:
+        if not face.aligned:
+            raise InputError("Shape and tone edits need a detected face.",
+                             "Run with components=['texture'] instead.")
+        det = detector or FaceDetector()
+        learnt = dict(tone=bool(weights.get("tone")), form=tone_form)
+        self.proto: Prototype = (
+            learn_calibrated(database, selection.source, selection.target, det, **learnt) if weights.get("shape")
+            else learn(database, selection.source, selection.target, **learnt))
+        self.photo, self.face, self.mask, self.max_pixels = photo, face, mask, max_pixels
+        self.dense = det.dense(split_image(photo, max_pixels)[0] / 255.0, face.face)
+        self.scale = 1.0 / default_strength if default_strength else 1.0  # the default strength = 100 %
+        self.shape, self.tone = weights.get("shape", 0.0), weights.get("tone", 0.0)
+
+    def apply(self, strength: float) -> ShapeToneResult:
+        """The photo at ``strength`` (shape and tone only)."""
+        s = strength * self.scale
+        return apply_prototype(self.photo, self.face, self.dense, self.proto, self.shape * s, self.tone * s,
+                               self.mask, self.max_pixels)
+
+    def photos(self, strengths: Sequence[float]) -> tuple[list[np.ndarray], dict]:
+        """One photo per strength, and what was done."""
+        runs = [self.apply(s) for s in strengths]
+        return [r.image for r in runs], {"prototype": self.proto.summary(), "runs": [r.info for r in runs]}
 
 
 def residual_change(database, proto: Prototype, weights: Mapping[str, float]) -> tuple[Callable, bytes]:

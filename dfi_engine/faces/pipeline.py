@@ -25,7 +25,7 @@ from ..postprocess import blend, compose, feather
 from ..progress import CancelFn, Event, ProgressFn
 from ..vgg import VGGFeatures
 from . import align as al
-from .coarse_to_fine import coarse_to_fine, iterations_of, pixel_iterations, resize, two_stage
+from .coarse_to_fine import iterations_of, pixel_iterations, resize, two_stage
 from .errors import NoFaceError
 from .landmarks import FaceDetector, choose_face
 
@@ -100,8 +100,9 @@ def align_photo(photo: np.ndarray | Photo, size: int, detector: FaceDetector | N
     return al.AlignedFace(crop, m, size, faces[i].landmarks, faces[i], faces, why)
 
 
-CropRunner = Callable[[np.ndarray, np.ndarray, ProgressFn], EditResult]
-"""Edits the aligned crop instead of ``apply_vector``: (crop 0..1, crop mask 0..1, progress) -> result."""
+CropRunner = Callable[[Any, np.ndarray, ProgressFn], EditResult]
+"""Edits the aligned crop instead of ``apply_vector``: (crop 0..1, or a list of them, one per strength; crop mask
+0..1; progress) -> result."""
 
 
 @dataclass(frozen=True)
@@ -145,36 +146,42 @@ def edit_aligned(
     whole_image: bool = False,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
-    aligned: al.AlignedFace | None = None,
+    aligned: al.AlignedFace | Sequence[al.AlignedFace] | None = None,
+    starts: Sequence[Photo] | None = None,
     feather_frac: float = 0.06,
     runner: CropRunner | None = None,
 ) -> FaceEditResult:
     """Apply an attribute vector ``w`` (computed on size×size aligned neighbours) to the face in ``photo``.
 
     ``photo`` is the array (with ``mask``) or a :class:`Photo` (which carries its mask). ``w`` may be None
-    when ``runner(crop 0..1, crop mask, progress)`` does the edit on the crop instead.
+    when ``runner(crop 0..1, crop mask, progress)`` does the edit on the crop instead. ``starts``: one photo per
+    strength that strength is edited from (the shape-and-tone results), with ``aligned`` their crops (one
+    :class:`AlignedFace` each, the photo's frame); all strengths still run as one batch.
     """
     p = Photo.of(photo, mask, options.max_pixels)
-    af = aligned or align_photo(p, size, detector, whole_image=whole_image)
+    faces = list(aligned) if isinstance(aligned, (list, tuple)) else \
+        [aligned or align_photo(p, size, detector, whole_image=whole_image)]
+    af, shown = faces[0], list(starts) if starts else [p]
     fr = _frame(p, af, size, options, feather_frac)
 
-    def to_photo(edited: np.ndarray) -> np.ndarray:
-        """An edited crop (0..1) back into the photo: only the change is warped, then blended."""
-        delta = edited.astype(np.float32) * 255.0 - af.crop
-        back = al.warp_from_crop(delta, af.matrix, p.hw, fr.box)
-        out_rgb = blend(p.rgb, np.clip(p.rgb + back, 0.0, 255.0), fr.weight)
-        return compose(p.pixels, merge_image(out_rgb, p.spec, p.alpha), fr.weight)
+    def to_photo(edited: np.ndarray, i: int = 0) -> np.ndarray:
+        """An edited crop (0..1) back into its start: only the change is warped, then blended."""
+        q, crop = shown[min(i, len(shown) - 1)], faces[min(i, len(faces) - 1)].crop
+        back = al.warp_from_crop(edited.astype(np.float32) * 255.0 - crop, af.matrix, p.hw, fr.box)
+        out_rgb = blend(q.rgb, np.clip(q.rgb + back, 0.0, 255.0), fr.weight)
+        return compose(q.pixels, merge_image(out_rgb, q.spec, q.alpha), fr.weight)
 
     def photo_progress(ev: Event) -> None:
         if progress:  # a live preview shows the photo, not the aligned crop
             progress(ev if ev.preview is None else replace(ev, preview=lambda: to_photo(ev.preview())))
 
+    crops01 = faces[0].crop / 255.0 if len(faces) == 1 else [f.crop / 255.0 for f in faces]
     if runner is not None:  # e.g. inpainting, which needs the crop mask to build its vector
-        res = runner(af.crop / 255.0, fr.crop_mask, photo_progress)
+        res = runner(crops01, fr.crop_mask, photo_progress)
     else:
-        res = apply_vector(net, af.crop / 255.0, w, strengths, mask=fr.crop_mask, options=options,
+        res = apply_vector(net, crops01, w, strengths, mask=fr.crop_mask, options=options,
                            progress=photo_progress, cancel=cancel)
-    outs = [to_photo(edited) for edited in res.images]
+    outs = [to_photo(edited, i) for i, edited in enumerate(res.images)]
     crops = [np.clip(np.rint(edited * 255.0), 0, 255).astype(np.uint8) for edited in res.images]
     info = {"face": af.report(), "work_size": size, "feather_px": round(float(fr.radius), 2),
             "region_box": list(fr.box)}
@@ -227,24 +234,17 @@ def edit_attribute(
     database built before them edits texture only when ``components`` is left open, and says how to rebuild
     when shape or tone is asked for. Texture (DFI) starts from the shape and tone result.
     """
-    from .components import component_weights
-
     if attribute.kind == "inpaint":
         return _fill_attribute(net, photo, database, attribute, strengths, mask=mask, options=options,
                                detector=detector, whole_image=whole_image, k=k, minimum=minimum, cache=cache,
                                progress=progress, cancel=cancel)
-    job = _Edit(net, Photo.of(photo, mask, options.max_pixels), database, options, detector, whole_image, cache,
-                progress, cancel)
-    af = align_photo(job.photo, database.resolution, detector, whole_image=whole_image)
-    sel, info = _neighbours(job, attribute, af, k, minimum, given, rerank_landmarks)
-    weights = _usable(job, sel, af, component_weights(attribute, components), components is not None, info)
-    starts, change = _shape_tone(job, attribute, af, sel, strengths, weights, tone_form, info)
-    if not weights["texture"]:
-        crops = [np.clip(np.rint(al.warp_to_crop(split_image(im, options.max_pixels)[0], af.matrix, af.size)),
-                         0, 255).astype(np.uint8) for im in starts]
-        return FaceEditResult(starts, [float(s) for s in strengths], [0.0] * len(strengths), "shape+tone", af,
-                              crops, {**info, "face": af.report(), "work_size": af.size})
-    return _texture_all(job, af, sel, starts, strengths, weights, change, info)
+    from .session import EditSession
+
+    session = EditSession(net, photo, database, attribute, mask=mask, options=options, detector=detector,
+                          whole_image=whole_image, k=k, minimum=minimum, cache=cache, components=components,
+                          given=given, rerank_landmarks=rerank_landmarks, tone_form=tone_form, progress=progress,
+                          cancel=cancel)
+    return session.render(strengths, progress=progress, cancel=cancel)
 
 
 def _fill_attribute(net: VGGFeatures, photo: np.ndarray, database, attribute, strengths: Sequence[float], *,
@@ -256,106 +256,6 @@ def _fill_attribute(net: VGGFeatures, photo: np.ndarray, database, attribute, st
         raise InputError("Filling a selection needs a selection.", "Select the region to fill.")
     return inpaint_face(net, photo, database, mask, strength=strengths[0] if strengths else attribute.strength,
                         **kw)
-
-
-def _neighbours(job: _Edit, attribute, af: al.AlignedFace, k: int, minimum: int,
-                given: Mapping[str, float] | None, rerank_landmarks: bool) -> tuple[Any, dict]:
-    """The neighbour selection for ``attribute`` and the start of the result's info."""
-    from .neighbours import input_scores, select
-
-    scores, how, thumb = input_scores(job.database, job.photo.pixels, af, given)
-    sel = select(job.database, attribute, scores, k=k, minimum=minimum, exclude=how.get("index"),
-                 identity=how.get("identity"), input_landmarks=af.crop_landmarks if rerank_landmarks else None,
-                 thumb=thumb)
-    return sel, {"attribute": attribute.name, "input_scores": how, "neighbours": sel.summary(), "notes": []}
-
-
-def _usable(job: _Edit, sel, af: al.AlignedFace, weights: dict[str, float], asked: bool,
-            info: dict) -> dict[str, float]:
-    """The component weights that can run: shape and tone need dense landmarks and an aligned face."""
-    from .components import dense_missing
-
-    if (weights["shape"] or weights["tone"]) and (missing := dense_missing(job.database, sel)) is not None:
-        if asked:  # asked for: say how to get it
-            raise missing
-        info["notes"].append(str(missing))  # the attribute's default: texture only, and why
-        weights = {**weights, "shape": 0.0, "tone": 0.0}
-    if not af.aligned:
-        weights = {**weights, "shape": 0.0, "tone": 0.0}
-    info["components"] = weights
-    return weights
-
-
-def _shape_tone(job: _Edit, attribute, af: al.AlignedFace, sel, strengths: Sequence[float],
-                weights: Mapping[str, float], tone_form: str, info: dict) -> tuple[list[np.ndarray], Any]:
-    """One start per strength with shape and tone applied (the photo itself without them), and the change
-    DFI's texture is learnt on top of (None without them)."""
-    if not (weights["shape"] or weights["tone"]):
-        return [job.photo.pixels] * len(strengths), None
-    from ..backbones import defaults_for
-    from .components import residual_change, shape_tone_photos
-
-    base = attribute.strength if attribute.strength is not None else defaults_for(job.net.backbone).strength
-    starts, info["shape_tone"], proto = shape_tone_photos(
-        job.photo.pixels, af, job.database, sel, strengths, base, weights, job.detector, job.photo.mask,
-        job.options.max_pixels, tone_form)
-    return starts, residual_change(job.database, proto, weights)  # DFI learns the texture shape and tone leave
-
-
-def _texture_all(job: _Edit, af: al.AlignedFace, sel, starts: list[np.ndarray], strengths: Sequence[float],
-                 weights: Mapping[str, float], change: Any, info: dict) -> FaceEditResult:
-    """DFI texture on every start: one batch without shape and tone, else once per start (each its own)."""
-    groups = [(starts[0], list(strengths))] if weights["shape"] == weights["tone"] == 0 else \
-        [(im, [s]) for im, s in zip(starts, strengths)]
-    parts = [_texture(job, job.photo.with_pixels(start, job.options.max_pixels), sel,
-                      [s * weights["texture"] for s in group], af, _share(job.progress, i, len(groups)), change)
-             for i, (start, group) in enumerate(groups)]
-    res = parts[0]
-    for part in parts[1:]:
-        res.images, res.crops, res.losses = res.images + part.images, res.crops + part.crops, res.losses + part.losses
-    res.strengths = [float(s) for s in strengths]
-    res.info.update(info)
-    res.info["pixel_iterations"] = sum(p.info["pixel_iterations"] for p in parts)
-    return res
-
-
-def _share(progress: ProgressFn | None, i: int, n: int) -> ProgressFn | None:
-    """Progress of the ``i``-th of ``n`` inversions run one after another, as one that never goes back."""
-    if progress is None or n == 1:
-        return progress
-
-    def report(ev: Event) -> None:
-        if ev.stage == "reconstruct":
-            progress(ev.scaled(i * ev.total, 1.0, n * ev.total))
-        elif i == 0:  # the later ones' neighbour features come from the cache: no step back to "features"
-            progress(ev)
-
-    return report
-
-
-def _texture(job: _Edit, start: Photo, sel, strengths: Sequence[float], af: al.AlignedFace,
-             progress: ProgressFn | None, change: tuple[Callable, bytes] | None = None) -> FaceEditResult:
-    """DFI on ``start`` (the input, or its shape and tone result) in the face frame found on the input;
-    ``change``: (how each source neighbour is moved first, its cache key), see ``components.residual_change``."""
-    from .neighbours import attribute_vector_cached
-
-    opts = job.options
-    if af.aligned and start is not job.photo:
-        af = replace(af, crop=al.warp_to_crop(start.rgb, af.matrix, af.size))
-    moved = {"source_change": change[0], "change_key": change[1]} if change else {}
-    w = attribute_vector_cached(job.net, job.database, sel, opts.batch_size, job.cache, progress, **moved)
-    fine = at_working_size(af, start, opts)
-    common = {"options": opts, "detector": job.detector, "whole_image": job.whole_image, "progress": progress,
-              "cancel": job.cancel}
-    if fine is af:
-        res = edit_aligned(job.net, start, w, strengths, size=af.size, aligned=af, **common)
-    else:
-        w_fine = attribute_vector_cached(job.net, job.database, sel, opts.batch_size, job.cache, progress,
-                                         size=fine.size, **moved)
-        res = edit_aligned(job.net, start, None, strengths, size=fine.size, aligned=fine, **common,
-                           runner=coarse_to_fine(job.net, af, w, w_fine, strengths, opts, job.cancel))
-    res.info["pixel_iterations"] = pixel_iterations(iterations_of(job.net, opts), af.size, fine.size)
-    return res
 
 
 def at_working_size(af: al.AlignedFace, photo: np.ndarray | Photo, options: EditOptions) -> al.AlignedFace:
