@@ -18,13 +18,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 # Where import names start: the three source roots of pyproject.toml, the plug-in folder as GIMP lays it
-# out (flat: dfi_bridge, dfi_preview), the tests (helpers.*), and the checkout itself (daemon.dfi_wire…
+# out (flat: dfi_bridge, dfi_preview, dfi_live), the tests (helpers.*), and the checkout itself (daemon.dfi_wire…
 # would be a second name, so it is a root too).
 ROOTS = (REPO / "daemon", REPO / "plugin", REPO / "plugin" / "dfi_plugin", REPO / "tests", REPO)
 CHECKED = ("dfi_engine", "daemon", "plugin", "install", "tests")
 BY_PATH = {"spec_from_file_location", "SourceFileLoader", "run_path", "load_source", "SourcelessFileLoader"}
 WIRE_ALLOWED = {"zmq", "msgpack", "dfi_wire"}  # plus the standard library
-PLUGIN_ALLOWED = WIRE_ALLOWED | {"gi", "dfi_bridge", "dfi_preview"}
+PLUGIN_ALLOWED = WIRE_ALLOWED | {"gi", "dfi_bridge", "dfi_preview", "dfi_live"}
 HEAVY = ("torch", "numpy", "PIL", "scipy", "dfi_engine", "dfi_daemon")
 
 

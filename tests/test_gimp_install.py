@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from dfi_daemon.gimp.found import plugin_folder
+from dfi_daemon.gimp.found import PLUGIN_FILES, plugin_folder
 from helpers.daemon_process import env_for
 from helpers.gimp_fakes import plugin_bridge
 from helpers.gimp_harness import Gimp, build_root, versions
@@ -72,7 +72,7 @@ def test_install_into_the_default_profile_of_each_gimp_and_uninstall(version, tm
         assert f"GIMP {version}: {folder} (found: gimp-{version}, gimp-console-{version} in {root}/usr/bin)" \
             in res.stdout
         assert "verified with GIMP's Python" in res.stdout and f"done: GIMP {version} installed" in res.stdout
-        for name in ("gimp-dfi.py", "dfi_bridge.py", "dfi_preview.py"):  # the wheel's package data, byte for byte
+        for name, *_ in PLUGIN_FILES:  # the wheel's package data, byte for byte
             assert (folder / name).read_bytes() == (site / name).read_bytes()
         assert (folder / "keys" / "server.key").read_bytes() == (tmp_path / "config/local-keys/server.key").read_bytes()
         assert registered(dfi, env, root, version)["status"] == "note", "GIMP has not started yet"

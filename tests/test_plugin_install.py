@@ -220,7 +220,7 @@ def test_dfi_gimp_install_status_and_uninstall(machine, profile):
     folder = profile / "plug-ins" / "gimp-dfi"
     import dfi_plugin
 
-    for name in ("gimp-dfi.py", "dfi_bridge.py", "dfi_preview.py"):  # byte for byte the package data
+    for name, *_ in gimps.PLUGIN_FILES:  # byte for byte the package data
         assert (folder / name).read_bytes() == (Path(dfi_plugin.__file__).parent / name).read_bytes()
     status = run("status", "--profile", str(profile))
     assert "files intact and the same as" in status.stdout and "daemon" not in status.stdout, status.stdout

@@ -178,12 +178,12 @@ def test_error_codes_have_hints():
 
 
 def test_one_option_table_names_every_option_and_where_it_is_allowed():
-    """EDIT_OPTIONS, INPAINT_OPTIONS and the typed Options are one table: every option of either list is a
-    field of Options, is checked by its row, and an option missing from a request is None in the object."""
+    """EDIT_OPTIONS, INPAINT_OPTIONS, PREVIEW_OPTIONS and the typed Options are one table: every option of a
+    list is a field of Options, is checked by its row, and an option missing from a request is None in the object."""
     import dataclasses
 
     names = [f.name for f in dataclasses.fields(P.Options)]
-    assert set(P.EDIT_OPTIONS) | set(P.INPAINT_OPTIONS) == set(names)
+    assert set(P.EDIT_OPTIONS) | set(P.INPAINT_OPTIONS) | set(P.PREVIEW_OPTIONS) == set(names)
     assert "feather" in P.EDIT_OPTIONS and "feather" not in P.INPAINT_OPTIONS
     assert "components" in P.EDIT_OPTIONS and "components" not in P.INPAINT_OPTIONS
     assert P.validate_option("components", ["tone", "shape"]) == ["shape", "tone"]
@@ -203,3 +203,65 @@ def test_requests_without_fields_and_about_jobs_are_typed():
     assert isinstance(beat, P.Heartbeat) and beat.jobs == ("job-1", "job-2")
     hello = roundtrip(P.hello("test"))
     assert isinstance(hello, P.Hello) and hello.versions == tuple(P.SUPPORTED_VERSIONS) and hello.client == "test"
+
+
+# ---------------------------------------------------------------------- live previews (issue 23)
+def preview(**over) -> dict:
+    msg = P.preview_request("s1", "facehair", 0.5, img(), mask(), req_id=9, iterations=3, k=4, refine=False)
+    msg.update(over)
+    return msg
+
+
+def test_a_preview_request_is_decoded_exactly():
+    req = roundtrip(preview())
+    assert isinstance(req, P.Preview) and req.op == "preview" and req.id == 9
+    assert (req.session, req.attribute, req.strength) == ("s1", "facehair", 0.5)
+    assert req.image.data == img()["data"] and req.mask.format == "L8"
+    assert req.options == P.Options(iterations=3, k=4, refine=False)
+    later = roundtrip(P.preview_request("s1", "facehair", 0.7))  # later previews of a session: no image
+    assert later.image is None and later.mask is None and later.options == P.Options()
+    assert "preview" in P.OPS and isinstance(P.validate_request(P.unpack(P.pack(preview()))), P.JobRequest)
+
+
+def test_preview_options_are_the_preview_rows_of_the_one_table():
+    assert set(P.PREVIEW_OPTIONS) == {"align", "k", "components", "iterations", "refine"}
+    assert "refine" not in P.EDIT_OPTIONS and "refine" not in P.INPAINT_OPTIONS
+    assert roundtrip(preview(options={"components": ["tone", "shape"]})).options.components == ("shape", "tone")
+    for bad in ({"refine": 1}, {"scaling": "none"}, {"preview": 1.0}, {"k": 0}, {"components": []}):
+        assert code_of(preview(options=bad)) == "bad_field", bad
+    assert code_of(edit(options={"refine": True})) == "bad_field"
+
+
+@pytest.mark.parametrize("over", [
+    {"session": ""}, {"session": "x" * 65}, {"session": 3}, {"strength": "0.5"}, {"strength": float("nan")},
+    {"strength": 101.0}, {"attribute": None}, {"strengths": [0.5]}, {"image": None, "mask": mask()},
+])
+def test_bad_preview_requests_are_refused_with_bad_field(over):
+    assert code_of(preview(**over)) == "bad_field"
+
+
+def test_preview_without_session_or_strength_is_refused():
+    for key in ("session", "attribute", "strength"):
+        msg = preview()
+        del msg[key]
+        assert code_of(msg) == "bad_field", key
+    assert code_of(preview(image=P.image_map(bytes(16 * 16 * 3), 16, 16, "RGB8"), mask=None)) == "image_too_small"
+
+
+def test_live_preview_error_codes_say_what_to_do():
+    assert "image" in P.ERRORS["unknown_session"] and P.ERRORS["superseded"]
+    err = P.error_reply("superseded", "Replaced.", req_id=4)
+    assert err["hint"] == P.ERRORS["superseded"]
+
+
+def test_request_builders_stay_importable_from_protocol():
+    """The plug-in imports ``dfi_wire.protocol`` only: the builders moved to ``requests`` are there too, and
+    ``requests`` can be imported first without an import cycle."""
+    import subprocess
+    import sys
+
+    for name in ("edit_request", "inpaint_request", "preview_request", "image_map", "hello", "simple"):
+        assert getattr(P, name).__module__ == "dfi_wire.requests", name
+    code = "import dfi_wire.requests as R; print(R.simple('ping')['v'])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == str(P.PROTOCOL_VERSION), out.stderr

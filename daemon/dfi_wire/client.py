@@ -24,6 +24,7 @@ DEFAULT_TIMEOUT_S = 30.0
 
 LIVENESS_S = 5.0  # a daemon silent this long during a job is taken as gone
 RECHECK_S = 0.25  # how often a waiting call looks for a reconnect
+PREVIEW_POLL_S = 0.05  # how often a live preview asks its caller whether to stop waiting
 
 
 class DaemonError(Exception):
@@ -289,9 +290,46 @@ class Client:
                 pass
             raise
 
-    def _next_job_reply(self, wait: _JobWait) -> dict[str, Any] | None:
+    def preview(self, session: str, attribute: str, strength: float, *, image: dict | None = None,
+                mask: dict | None = None, on_preview: Callable[[dict[str, Any]], None] | None = None,
+                cancel: Callable[[], bool] | None = None, **options: Any) -> dict[str, Any]:
+        """A live preview of ``strength`` in ``session``; returns the final ``preview`` message (the refined
+        look, or the instant one with ``refine=False``) and passes each ``preview`` message to ``on_preview``.
+
+        The first preview of a session carries ``image`` (and ``mask``); later ones may leave them out. Error
+        replies raise :class:`DaemonError`: code ``unknown_session`` (send again with the image), ``superseded``
+        (a newer preview of the session replaced it). ``cancel`` is asked about 20 times a second; once it
+        says True the job is cancelled on the daemon and ``cancelled`` raised. Heartbeats as for ``run_job``."""
+        msg = P.preview_request(session, attribute, strength, image, mask, **options)
+        wait = _JobWait.start(self.call(msg, self.timeout), self.timeout, None)
+        try:
+            while True:
+                if cancel is not None and cancel():
+                    self.try_send(P.simple("cancel", job=wait.job))
+                    raise DaemonError("cancelled", f"The preview {wait.job} was cancelled.", "Nothing to do.")
+                reply = self._next_job_reply(wait, PREVIEW_POLL_S if cancel is not None else None)
+                if reply is None or reply.get("type") != "preview":
+                    continue
+                if on_preview:
+                    on_preview(reply)
+                if reply.get("final"):
+                    return reply
+        except KeyboardInterrupt:
+            try:
+                self.try_send(P.simple("cancel", job=wait.job))
+            except (zmq.ZMQError, DaemonError):
+                pass
+            raise
+
+    def close_session(self, session: str) -> bool:
+        """Tell the daemon a live-preview session is done (a dialog closed): its previews stop and its memory
+        is freed at once. True if the daemon still held it."""
+        return bool(self.call(P.simple("close_session", session=session), self.timeout).get("dropped"))
+
+    def _next_job_reply(self, wait: _JobWait, poll: float | None = None) -> dict[str, Any] | None:
         """The job's next progress or result reply, or None after a heartbeat, a reply of another request or a
-        quiet interval; heartbeats, stalls, silence and error replies are dealt with here."""
+        quiet interval (at most ``poll`` seconds, if given); heartbeats, stalls, silence and error replies are
+        dealt with here."""
         now = time.monotonic()
         if wait.stall_timeout is not None and now - wait.progressed > wait.stall_timeout:
             self.try_send(P.simple("cancel", job=wait.job))
@@ -301,7 +339,7 @@ class Client:
         if now >= wait.next_beat:
             self.try_send(P.simple("heartbeat", jobs=[wait.job]))  # unsent: silence tells
             wait.next_beat = now + wait.interval
-        reply = self.receive(min(wait.next_beat - now, wait.interval))
+        reply = self.receive(min(wait.next_beat - now, wait.interval, poll if poll is not None else wait.interval))
         now = time.monotonic()
         if reply is None:
             self._check_silence(wait, now)

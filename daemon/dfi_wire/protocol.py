@@ -70,6 +70,9 @@ ERRORS: dict[str, str] = {
     "weights_error": "The VGG-19 weights could not be loaded.",
     "engine_error": "The engine failed.",
     "internal_error": "Unexpected daemon error; see 'dfi daemon logs'.",
+    "unknown_session": "The daemon does not hold that live-preview session (never opened, or dropped by its "
+                       "budget or idle time); send the preview again with its image.",
+    "superseded": "A newer preview of the same session replaced this one; nothing to do.",
 }
 
 
@@ -159,7 +162,8 @@ def error_reply(code: str, message: str, hint: str | None = None, req_id: Any = 
             "hint": hint if hint is not None else ERRORS.get(code, ""), **extra}
 
 
-def reply(kind: str, req_id: Any = None, **fields: Any) -> dict:
+def reply(kind: str, req_id: Any = None, /, **fields: Any) -> dict:
+    """A reply of type ``kind`` (positional: a preview reply has a field named ``kind`` of its own)."""
     return {"v": PROTOCOL_VERSION, "type": kind, "id": req_id, **fields}
 
 
@@ -249,6 +253,8 @@ MAX_WORK_SIZE = 4096  # px: the largest side an aligned face is edited at (0 = t
 PREVIEW_MIN_S = 0.5  # previews come at most this often, whatever a request asks
 PREVIEW_MAX_SIDE = 256  # a preview's longer side, in pixels
 JOB_OPS = ("edit", "inpaint")
+ALL_JOB_OPS = (*JOB_OPS, "preview")  # preview: a live slider's quick look (see docs/protocol.md, sessions)
+MAX_SESSION_LEN = 64  # a live-preview session id, chosen by the client
 
 
 def _components(field: str, v: Any) -> tuple[str, ...]:
@@ -270,18 +276,19 @@ def _option(check: Callable[[str, Any], Any], ops: tuple[str, ...] = JOB_OPS) ->
 class Options:
     """A job's options as the client sent them; None = not given (the daemon resolves its defaults once, when
     it accepts the job). This class is the one table of options: each field says how it is checked and which
-    requests take it; ``EDIT_OPTIONS``/``INPAINT_OPTIONS`` and the checks are read from it."""
+    requests take it; ``EDIT_OPTIONS``/``INPAINT_OPTIONS``/``PREVIEW_OPTIONS`` and the checks are read from it."""
 
-    iterations: int | None = _option(lambda f, v: _int(f, v, 1, 10_000))
-    k: int | None = _option(lambda f, v: _int(f, v, 1, 1000))
+    iterations: int | None = _option(lambda f, v: _int(f, v, 1, 10_000), ALL_JOB_OPS)
+    k: int | None = _option(lambda f, v: _int(f, v, 1, 1000), ALL_JOB_OPS)
     scaling: str | None = _option(lambda f, v: _str(f, v, SCALINGS))
     color: str | None = _option(lambda f, v: _str(f, v, COLOR_MODES))
-    align: bool | None = _option(lambda f, v: _bool(f, v))
+    align: bool | None = _option(lambda f, v: _bool(f, v), ALL_JOB_OPS)
     feather: float | None = _option(lambda f, v: _float(f, v, 0.0, 10_000.0), ("edit",))
     preview: float | None = _option(lambda f, v: _float(f, v, 0.0, 3600.0))
     work_size: int | None = _option(lambda f, v: _int(f, v, 0, MAX_WORK_SIZE))
     quality: str | None = _option(lambda f, v: _str(f, v, QUALITIES))
-    components: tuple[str, ...] | None = _option(lambda f, v: _components(f, v), ("edit",))
+    components: tuple[str, ...] | None = _option(lambda f, v: _components(f, v), ("edit", "preview"))
+    refine: bool | None = _option(lambda f, v: _bool(f, v), ("preview",))  # preview: also the refined look
 
     def given(self) -> dict[str, Any]:
         """The options that were sent, as wire values (what a client would send to get this object)."""
@@ -292,6 +299,8 @@ class Options:
 _OPTION_ROWS = {f.name: f.metadata for f in dataclass_fields(Options)}
 EDIT_OPTIONS = tuple(name for name, row in _OPTION_ROWS.items() if "edit" in row["ops"])
 INPAINT_OPTIONS = tuple(name for name, row in _OPTION_ROWS.items() if "inpaint" in row["ops"])
+PREVIEW_OPTIONS = tuple(name for name, row in _OPTION_ROWS.items() if "preview" in row["ops"])
+SESSION_OPTIONS = ("align", "k", "components")  # a preview's options that shape its session (the rest do not)
 
 
 def validate_option(name: str, value: Any) -> Any:
@@ -305,7 +314,7 @@ def _options(op: str) -> Callable[[str, Any, Limits], Options]:
     def check(field: str, v: Any, limits: Limits) -> Options:
         if not isinstance(v, dict):
             raise _bad(field, f"must be a map, got {type(v).__name__}")
-        allowed = EDIT_OPTIONS if op == "edit" else INPAINT_OPTIONS
+        allowed = tuple(name for name, row in _OPTION_ROWS.items() if op in row["ops"])
         out = {}
         for key, val in v.items():
             if key not in allowed:
@@ -360,6 +369,26 @@ class Inpaint(Request):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Preview(Request):
+    """A live preview of one strength in a session the daemon keeps (the photo set up once, then any strength).
+    ``image`` (and ``mask``) open or replace the session; without them the daemon's copy is used."""
+
+    session: str
+    attribute: str
+    strength: float
+    image: Image | None = None
+    mask: Image | None = None
+    options: Options = Options()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionRef(Request):
+    """close_session: the client is done with a live-preview session (its dialog closed)."""
+
+    session: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class Heartbeat(Request):
     jobs: tuple[str, ...] = ()
 
@@ -371,7 +400,7 @@ class JobRef(Request):
     job: str
 
 
-JobRequest = Edit | Inpaint
+JobRequest = Edit | Inpaint | Preview
 
 
 def _image_of(formats: dict[str, int]) -> Callable[[str, Any, Limits], Image]:
@@ -404,11 +433,27 @@ OPS: dict[str, tuple[type[Request], dict[str, _Field]]] = {
         "strength": (False, lambda f, v, lim: _float(f, v, -100.0, 100.0)),
         "options": (False, _options("inpaint")),
     }),
+    "preview": (Preview, {
+        "session": (True, lambda f, v, lim: _session(f, v)),
+        "attribute": (True, lambda f, v, lim: _str(f, v, max_len=200)),
+        "strength": (True, lambda f, v, lim: _float(f, v, -100.0, 100.0)),
+        "image": (False, lambda f, v, lim: None if v is None else _image(f, v, lim, FORMATS)),
+        "mask": (False, lambda f, v, lim: None if v is None else _image(f, v, lim, MASK_FORMATS)),
+        "options": (False, _options("preview")),
+    }),
+    "close_session": (SessionRef, {"session": (True, lambda f, v, lim: _session(f, v))}),
     "heartbeat": (Heartbeat, {"jobs": (False, lambda f, v, lim: tuple(_job_id(f, x) for x in _list(f, v, 64)))}),
     "cancel": (JobRef, {"job": (True, _job_ref)}),
     "result": (JobRef, {"job": (True, _job_ref)}),
     "shutdown": (Request, {}),
 }
+
+
+def _session(field: str, v: Any) -> str:
+    name = _str(field, v, max_len=MAX_SESSION_LEN)
+    if not name:
+        raise _bad(field, "must not be empty")
+    return name
 
 
 def _list(field: str, v: Any, max_len: int) -> list:
@@ -467,6 +512,8 @@ def _check_fields(op: str, msg: dict[str, Any], limits: Limits) -> dict[str, Any
         elif required:
             raise _bad(name, f"is required by '{op}'")
     m, im = out.get("mask"), out.get("image")
+    if m is not None and im is None:  # a preview's mask belongs to the image that opens its session
+        raise _bad("mask", "was sent without an image; send the image with it")
     if m is not None and im is not None and (m.width, m.height) != (im.width, im.height):
         raise _bad("mask", f"is {m.width}x{m.height} but the image is {im.width}x{im.height}; "
                    "they must be the same size")
@@ -485,36 +532,12 @@ def validate_request(msg: dict[str, Any], limits: Limits = Limits()) -> Request:
 
 
 # --------------------------------------------------------------------------- request builders (for clients)
-
-
-def image_map(data: bytes, width: int, height: int, fmt: str) -> dict[str, Any]:
-    return {"width": int(width), "height": int(height), "format": fmt, "data": bytes(data)}
-
-
-def hello(client: str = "gimp-dfi") -> dict[str, Any]:
-    return {"v": PROTOCOL_VERSION, "op": "hello", "versions": list(SUPPORTED_VERSIONS), "client": client}
-
-
-def edit_request(image: dict, attribute: str, strengths: list[float], mask: dict | None = None,
-                 req_id: Any = None, **options: Any) -> dict[str, Any]:
-    msg: dict[str, Any] = {"v": PROTOCOL_VERSION, "op": "edit", "id": req_id, "image": image,
-                           "attribute": attribute, "strengths": [float(s) for s in strengths]}
-    if mask is not None:
-        msg["mask"] = mask
-    if options:
-        msg["options"] = {k: v for k, v in options.items() if v is not None}
-    return msg
-
-
-def inpaint_request(image: dict, mask: dict, strength: float | None = None, req_id: Any = None,
-                    **options: Any) -> dict[str, Any]:
-    msg: dict[str, Any] = {"v": PROTOCOL_VERSION, "op": "inpaint", "id": req_id, "image": image, "mask": mask}
-    if strength is not None:
-        msg["strength"] = float(strength)
-    if options:
-        msg["options"] = {k: v for k, v in options.items() if v is not None}
-    return msg
-
-
-def simple(op: str, req_id: Any = None, **fields: Any) -> dict[str, Any]:
-    return {"v": PROTOCOL_VERSION, "op": op, "id": req_id, **fields}
+# They live in ``requests`` (this module's size); clients keep calling them as ``protocol.edit_request`` etc.
+from .requests import (  # noqa: E402, F401 (re-exported)
+    edit_request,
+    hello,
+    image_map,
+    inpaint_request,
+    preview_request,
+    simple,
+)

@@ -5,11 +5,17 @@ the same neighbours, so the expensive part, φ of 2×K neighbour images, is
 looked up instead of recomputed. The key names everything the mean depends
 on: database (id and size), the exact neighbour set, resolution, network
 weights and layers, and any extra transform (e.g. an inpainting mask).
+
+The cache is the daemon's largest keeper of memory between jobs, so it is
+bounded by bytes (LRU); ``DFI_FEATURE_CACHE_MB`` overrides the limit a caller
+gives (0 keeps nothing), for a machine with less memory to spare.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -18,6 +24,20 @@ import numpy as np
 import torch
 
 Features = list[torch.Tensor]
+LIMIT_ENV = "DFI_FEATURE_CACHE_MB"
+log = logging.getLogger("dfi.engine")
+
+
+def limit_bytes(max_bytes: int) -> int:
+    """``max_bytes``, or ``DFI_FEATURE_CACHE_MB`` MiB where that is set to a whole number (a bad value is
+    logged and ignored: a typo must not stop the daemon)."""
+    raw = os.environ.get(LIMIT_ENV, "").strip()
+    if not raw:
+        return int(max_bytes)
+    if raw.isdigit():
+        return int(raw) * 2**20
+    log.warning("%s=%r is not a whole number of MiB; keeping the limit of %d MiB", LIMIT_ENV, raw, max_bytes >> 20)
+    return int(max_bytes)
 
 
 def set_key(db_id: str, db_count: int, indices: Sequence[int], resolution: int, weights_label: str,
@@ -31,19 +51,22 @@ def set_key(db_id: str, db_count: int, indices: Sequence[int], resolution: int, 
 
 
 def nbytes(feats: Features) -> int:
-    return sum(t.numel() * t.element_size() for t in feats)
+    """Bytes the entry keeps alive: a view keeps its whole storage, so that is what is counted."""
+    return sum(max(t.untyped_storage().nbytes(), t.numel() * t.element_size()) for t in feats)
 
 
 class FeatureCache:
-    """Thread-safe LRU of feature lists, evicting least recently used entries beyond ``max_bytes``."""
+    """Thread-safe LRU of feature lists, evicting least recently used entries beyond ``max_bytes``
+    (see :func:`limit_bytes`); ``bytes`` is what it holds now."""
 
     def __init__(self, max_bytes: int = 512 * 2**20) -> None:
-        self.max_bytes = int(max_bytes)
+        self.max_bytes = limit_bytes(max_bytes)
         self._data: OrderedDict[str, tuple[Features, int]] = OrderedDict()
         self._lock = threading.Lock()
         self.bytes = 0
         self.hits = 0
         self.misses = 0
+        self.evicted = 0  # entries dropped or turned away for the bound: shows the bound at work
 
     def get(self, key: str) -> Features | None:
         with self._lock:
@@ -61,12 +84,14 @@ class FeatureCache:
             if key in self._data:
                 self.bytes -= self._data.pop(key)[1]
             if size > self.max_bytes:
+                self.evicted += 1
                 return
             self._data[key] = ([f.detach() for f in feats], size)
             self.bytes += size
             while self.bytes > self.max_bytes:
                 _, (_, s) = self._data.popitem(last=False)
                 self.bytes -= s
+                self.evicted += 1
 
     def __len__(self) -> int:
         return len(self._data)

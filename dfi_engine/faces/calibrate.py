@@ -14,14 +14,13 @@ jitter and whole-pixel steps cancel.
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
 
 from . import warp as wp
 from .landmarks import FaceDetector
-from .prototype import Prototype, border_anchors, fit_to, learn, shape_prototype
+from .prototype import Prototype, PrototypeCache, border_anchors, fit_to, learn, shape_prototype
 
 ROUNDS = 2  # corrections after the first measurement (each costs one warp and one prediction per face)
 FACES = 10  # source neighbours the gain is measured on
@@ -86,8 +85,7 @@ def corrected_move(detector: FaceDetector, source: Sequence[np.ndarray], source_
     return move, {"gain": round(gain, 3), "residual_px": trail, "faces": len(source[pick])}
 
 
-_CACHE: OrderedDict[bytes, Prototype] = OrderedDict()
-CACHE_ENTRIES = 16
+_CACHE = PrototypeCache()  # bounded by entries and bytes, as prototype.learn's
 
 
 def learn_calibrated(db, source: np.ndarray, target: np.ndarray, detector: FaceDetector, **learn_args
@@ -109,7 +107,5 @@ def learn_calibrated(db, source: np.ndarray, target: np.ndarray, detector: FaceD
     out = Prototype(proto.size, proto.mean_shape, move, proto.tone, proto.form, proto.counts, proto.fit_on,
                     proto.hidden, {**info, "detected_max_px": round(float(np.linalg.norm(proto.shape_delta, axis=1)
                                                                                  .max()), 3)})
-    _CACHE[key] = out
-    while len(_CACHE) > CACHE_ENTRIES:
-        _CACHE.popitem(last=False)
+    _CACHE.put(key, out)
     return out

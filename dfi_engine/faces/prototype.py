@@ -186,8 +186,37 @@ def tone_prototype(source: Sequence[np.ndarray], source_pts: np.ndarray, target:
 
 # ------------------------------------------------------------------------------------------ from a database
 
-_CACHE: OrderedDict[bytes, Prototype] = OrderedDict()
 CACHE_ENTRIES = 16
+CACHE_BYTES = 64 * 2**20  # a 256 px tone map is 0.75 MiB: the entry count binds first on usual databases
+
+
+def proto_bytes(p: Prototype) -> int:
+    """The arrays a kept prototype holds (its tone map dominates)."""
+    return sum(a.nbytes for a in (p.mean_shape, p.shape_delta, p.tone, p.hidden) if a is not None)
+
+
+class PrototypeCache(OrderedDict):
+    """LRU of prototypes by key, at most ``entries`` of them and ``max_bytes`` of arrays: what a daemon keeps
+    between jobs must have a bound in bytes, whatever the database's resolution."""
+
+    def __init__(self, entries: int = CACHE_ENTRIES, max_bytes: int = CACHE_BYTES) -> None:
+        super().__init__()
+        self.entries, self.max_bytes, self.bytes = entries, max_bytes, 0
+
+    def put(self, key: bytes, proto: Prototype) -> None:
+        if key in self:
+            self.bytes -= proto_bytes(self.pop(key))
+        self[key] = proto
+        self.bytes += proto_bytes(proto)
+        while self and (len(self) > self.entries or self.bytes > self.max_bytes):
+            self.bytes -= proto_bytes(self.popitem(last=False)[1])
+
+    def clear(self) -> None:
+        super().clear()
+        self.bytes = 0
+
+
+_CACHE = PrototypeCache()
 
 
 def learn(db, source: np.ndarray, target: np.ndarray, tone: bool = True, form: str = "ratio",
@@ -223,7 +252,5 @@ def learn(db, source: np.ndarray, target: np.ndarray, tone: bool = True, form: s
     proto = Prototype(db.resolution, mean, delta, tone_map, form,
                       {"source": len(src), "target": len(tgt),
                        "left_out": int(len(source) + len(target) - len(src) - len(tgt))}, fit_on, hidden)
-    _CACHE[key] = proto
-    while len(_CACHE) > CACHE_ENTRIES:
-        _CACHE.popitem(last=False)
+    _CACHE.put(key, proto)
     return proto

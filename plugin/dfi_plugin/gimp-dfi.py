@@ -121,16 +121,19 @@ class DFIPlugIn(Gimp.PlugIn):
         MARKS["connected"] = time.time()
         try:
             attrs = [] if item.inpaint else B.attributes(client)
-            if interactive and not self._dialog(procedure, item, config, attrs, client.server):
+            region = None
+            if interactive and not item.inpaint:  # read first: the dialog's live preview edits this region
+                region = _read_region(image, drawable, False, client.limits.get("max_pixels", P.DEFAULT_MAX_PIXELS))
+            if interactive and not self._dialog(procedure, item, config, attrs, client.server, region, settings):
                 return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
-            self._apply(item, image, drawable, config, client, settings, attrs, interactive)
+            self._apply(item, image, drawable, config, client, settings, attrs, interactive, region)
         finally:
             client.close()
         Gimp.displays_flush()
         return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, None)
 
     # ------------------------------------------------------------------ dialog
-    def _dialog(self, procedure, item, config, attrs, server):
+    def _dialog(self, procedure, item, config, attrs, server, region=None, settings=None):
         gi.require_version("GimpUi", "3.0")
         from gi.repository import GimpUi, Gtk
 
@@ -171,15 +174,14 @@ class DFIPlugIn(Gimp.PlugIn):
             dialog.get_content_area().pack_start(label, False, False, 6)
             if item.attribute is None:  # the sensible range follows the attribute chosen in the combo
                 config.connect("notify::attribute", lambda *_: label.set_text(hint(config.get_property("attribute"))))
-        ok = dialog.run()
-        dialog.destroy()
-        return ok
+        return _run_dialog(dialog, config, item, attrs, region, settings)
 
     # ------------------------------------------------------------------ the edit
-    def _apply(self, item, image, drawable, config, client, settings, attrs, interactive):
-        """One edit, phase by phase: read the region, build the request, run it, insert the results."""
+    def _apply(self, item, image, drawable, config, client, settings, attrs, interactive, region=None):
+        """One edit, phase by phase: read the region (unless the dialog did), build the request, run it, insert
+        the results."""
         max_pixels = client.limits.get("max_pixels", P.DEFAULT_MAX_PIXELS)
-        region = _read_region(image, drawable, item.inpaint, max_pixels)
+        region = region or _read_region(image, drawable, item.inpaint, max_pixels)
         MARKS["read"] = time.time()
         preview_s = settings.preview_s if interactive else 0.0  # the live preview: interactive runs only
         args = {name: config.get_property(name) for name in B.argument_names(item)}
@@ -189,6 +191,22 @@ class DFIPlugIn(Gimp.PlugIn):
         _insert_layers(image, drawable, region, plan, images)
         MARKS["inserted"] = time.time()
         _tell_notes(result.get("notes") or [], interactive)
+
+
+def _run_dialog(dialog, config, item, attrs, region, settings):
+    """Run the dialog (True: OK), with the strength slider and its live preview (dfi_live) when the region was
+    read; the preview stops and the dialog goes before anything touches the image."""
+    live = None
+    if region is not None:
+        import dfi_live
+
+        live = dfi_live.attach(dialog, config, item, attrs, region, settings)
+    try:
+        return dialog.run()
+    finally:
+        if live is not None:
+            live.close()
+        dialog.destroy()
 
 
 # ---------------------------------------------------------------------- reading the region

@@ -221,6 +221,40 @@ class Gimp:
             time.sleep(0.5)
         raise AssertionError(f"no window named like {pattern!r} appeared within {timeout} s")
 
+    def screenshot(self, display: str, dest: Path, window: str | None = None) -> Path:
+        """A PNG of the Xvfb screen, or of one window (an X id from wait_window), written to ``dest``.
+
+        The roots hold no xwd or ImageMagick, but GIMP's own GTK does: Gdk grabs the screen inside the root.
+        """
+        box = ["0", "0", "0", "0"]
+        if window is not None:
+            geo = dict(line.split("=", 1) for line in
+                       self.xdotool(display, "getwindowgeometry", "--shell", window).splitlines() if "=" in line)
+            box = [geo["X"], geo["Y"], geo["WIDTH"], geo["HEIGHT"]]
+        inner = f"{self.inner}/screenshot.png"
+        code = ("import sys, gi; gi.require_version('Gtk', '3.0'); gi.require_version('Gdk', '3.0'); "
+                "from gi.repository import Gdk, Gtk; x, y, w, h = map(int, sys.argv[2:]); "
+                "root = Gdk.get_default_root_window(); w, h = w or root.get_width(), h or root.get_height(); "
+                "Gdk.pixbuf_get_from_window(root, x, y, w, h).savev(sys.argv[1], 'png', [], [])")
+        res = subprocess.run(self.cmd("python3", "-c", code, inner, *box, env={"DISPLAY": display}),
+                             capture_output=True, text=True, timeout=60)
+        if res.returncode != 0:
+            raise AssertionError(f"the screenshot failed: {res.stderr[-2000:]}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.host(inner), dest)
+        return dest
+
+    def add_steps(self, code: str) -> None:
+        """Plan steps of a test's own: ``code`` defines ``step_*`` functions and adds them to ``STEPS``.
+
+        It goes into this session's copy of tests/gimp/batch.py, just before the plan runs.
+        """
+        batch = self.work / "batch.py"
+        text = batch.read_text()
+        marker = "\ntry:\n    for step in PLAN"
+        assert text.count(marker) == 1, "tests/gimp/batch.py no longer runs its plan as add_steps expects"
+        batch.write_text(text.replace(marker, f"\n{code}\n{marker}"))
+
     def cleanup(self) -> None:
         shutil.rmtree(self.work, ignore_errors=True)
 

@@ -48,7 +48,8 @@ def daemon_argv(args: argparse.Namespace) -> list[str]:
     argv = ["--weights", args.weights, "--device", args.device, "--database", args.database,
             "--compute", args.compute, "--work-size", str(args.work_size), "--threads", str(args.threads),
             "--max-queue", str(args.max_queue), "--max-pixels", str(args.max_pixels),
-            "--max-message-mb", str(args.max_message_mb), "--client-timeout", str(args.client_timeout)]
+            "--max-message-mb", str(args.max_message_mb), "--client-timeout", str(args.client_timeout),
+            "--session-mb", str(args.session_mb), "--session-idle-s", str(args.session_idle_s)]
     if args.curve_dir:
         argv += ["--curve-dir", args.curve_dir]
     if not args.warm_up:

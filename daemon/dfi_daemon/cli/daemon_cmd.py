@@ -71,6 +71,9 @@ def _status(args: argparse.Namespace) -> int:
     print(f"  memory:     {mem.get('rss_bytes', 0) / 2**20:.0f} MiB resident"
           + (f", {mem['device_allocated_bytes'] / 2**20:.0f} MiB on the device" if "device_allocated_bytes" in mem
              else ""))
+    for name, c in (mem.get("caches") or {}).items():  # what the daemon keeps between jobs, against its bound
+        print(f"  cache:      {name} {c.get('bytes', 0) / 2**20:.1f} of {c.get('limit_bytes', 0) / 2**20:.0f} MiB"
+              f" ({c.get('entries', 0)} entries)")
     print(f"  weights:    {st.get('weights')}")
     print(f"  neighbours: {st.get('database') or 'none'}")
     for i, (name, pr) in enumerate((st.get("presets") or {}).items()):

@@ -35,6 +35,7 @@ PLUGIN_FILES = (  # (file of the dfi_plugin package, destination in the plug-in 
     ("gimp-dfi.py", "gimp-dfi.py", 0o755),
     ("dfi_bridge.py", "dfi_bridge.py", 0o644),
     ("dfi_preview.py", "dfi_preview.py", 0o644),  # the live preview window (GTK; interactive runs)
+    ("dfi_live.py", "dfi_live.py", 0o644),  # the dialog's live strength slider (GTK; interactive runs)
 )
 WIRE = "dfi_wire"  # the wire package, copied file for file under its import name
 KINDS = ("linux", "flatpak", "macos", "windows")

@@ -18,6 +18,10 @@ MAX_MESSAGE_MB = 2048  # clients decode replies of up to 2 GiB (msgpack bin32 al
 MAX_CLIENT_TIMEOUT_S = 86_400.0  # a day: the front door holds a silent client's final reply this long
 MESSAGE_MB_RANGE = f"a number from 0.001 to {MAX_MESSAGE_MB} (MiB)"
 CLIENT_TIMEOUT_RANGE = f"a number from 0.5 to {MAX_CLIENT_TIMEOUT_S:g} (seconds)"
+MAX_SESSION_MB = 1 << 20  # a TiB: more than any machine holds, so only typos are refused
+MAX_SESSION_IDLE_S = 7 * 86_400.0
+SESSION_MB_RANGE = f"a number above 0, up to {MAX_SESSION_MB} (MiB)"
+SESSION_IDLE_RANGE = f"a number above 0, up to {MAX_SESSION_IDLE_S:g} (seconds)"
 
 
 class StartError(Exception):
@@ -41,6 +45,8 @@ class Config:
     max_pixels: int = P.DEFAULT_MAX_PIXELS
     max_message_bytes: int = 32 * 1024 * 1024
     client_timeout_s: float = P.DEFAULT_CLIENT_TIMEOUT_S
+    session_bytes: int = 256 * 2**20  # live-preview sessions kept within this many bytes (LRU)
+    session_idle_s: float = 600.0  # a live-preview session unused this long is dropped
     curve_dir: str | None = None
     warm_up: bool = True
     foreground: bool = True
@@ -72,6 +78,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     # string defaults from the environment go through ``type`` too: a bad one is a usage error, not a traceback
     p.add_argument("--client-timeout", type=float, default=env("DFI_CLIENT_TIMEOUT", str(P.DEFAULT_CLIENT_TIMEOUT_S)),
                    help="cancel a job whose client sent no heartbeat for this many seconds")
+    p.add_argument("--session-mb", type=float, default=256.0,
+                   help="memory for live-preview sessions (MiB); the least recently used go first beyond it")
+    p.add_argument("--session-idle-s", type=float, default=600.0,
+                   help="drop a live-preview session unused for this many seconds")
     p.add_argument("--curve-dir", default=env("DFI_CURVE_DIR"),
                    help="folder with server.key_secret and clients/*.key: CURVE for remote TCP use")
     p.add_argument("--no-warm-up", dest="warm_up", action="store_false", help="skip the warm-up pass")
@@ -103,6 +113,13 @@ def _number(flag: str, value: float, low: float, high: float, what: str) -> floa
     return value
 
 
+def _positive(flag: str, value: float, high: float, what: str) -> float:
+    """A float option that must be above 0 (a budget or a time of 0 would keep nothing at all)."""
+    if not math.isfinite(value) or not 0 < value <= high:
+        raise StartError(f"{flag} {value:g} is not usable: it must be {what}.", EXIT_USAGE)
+    return value
+
+
 def config_from_args(args: argparse.Namespace, endpoint: str, foreground: bool) -> Config:
     """The settings of parsed options; a float out of its range is a StartError (one line, no traceback)."""
     return Config(endpoint=endpoint, weights=args.weights, device=args.device, compute=args.compute,
@@ -113,5 +130,9 @@ def config_from_args(args: argparse.Namespace, endpoint: str, foreground: bool) 
                                                 MESSAGE_MB_RANGE) * 2**20),
                   client_timeout_s=_number("--client-timeout", args.client_timeout, 0.5, MAX_CLIENT_TIMEOUT_S,
                                            CLIENT_TIMEOUT_RANGE),
+                  session_bytes=max(1, int(_positive("--session-mb", args.session_mb, MAX_SESSION_MB,
+                                                     SESSION_MB_RANGE) * 2**20)),
+                  session_idle_s=_positive("--session-idle-s", args.session_idle_s, MAX_SESSION_IDLE_S,
+                                           SESSION_IDLE_RANGE),
                   curve_dir=args.curve_dir, warm_up=args.warm_up, foreground=foreground,
                   auto_started=bool(getattr(args, "auto_started", False)))

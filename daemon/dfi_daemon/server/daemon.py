@@ -28,6 +28,7 @@ from .delivered import Delivered, digest
 from .endpoint import EndpointLock
 from .front_link import FrontLink
 from .jobs import ClientWatch, Job, JobQueue, QueueFull
+from .sessions import Sessions, inherit_image, older_previews
 from .worker import EVENTS, Worker
 
 log = logging.getLogger("dfi.daemon")
@@ -45,6 +46,7 @@ class Daemon:
         self.watch = ClientWatch(cfg.client_timeout_s)
         self.jobs: dict[str, Job] = {}  # accepted, final reply not yet sent (main thread only)
         self.delivered = Delivered()  # request ids of jobs, and recent final replies, to send again if lost
+        self.sessions = Sessions(cfg.session_bytes, cfg.session_idle_s)  # live previews' (client, session id)
         self.stopping = threading.Event()
         self.started = time.time()
         self.ctx: zmq.Context | None = None
@@ -88,7 +90,7 @@ class Daemon:
     def serve(self) -> None:
         assert self.link is not None and self.events is not None
         assert self.ctx is not None
-        self.worker = Worker(self.ctx, self.queue, self.runner, self.stopping, self.cfg.device)
+        self.worker = Worker(self.ctx, self.queue, self.runner, self.stopping, self.cfg.device, self.sessions)
         self.worker.start()
         poller = zmq.Poller()
         poller.register(self.link.sock, zmq.POLLIN)
@@ -144,7 +146,10 @@ class Daemon:
             if job.state == "cancelled":  # was waiting: removed, and nobody is listening
                 self.jobs.pop(job.id, None)
                 self.delivered.forget_request(job.client, job.req_id, job.id)
+            if self.sessions.drop_client(job.client):  # gone: its live-preview sessions go with it
+                log.info("live-preview sessions of a client that is gone dropped")
         self.watch.forget_except({j.client for j in self.jobs.values()})
+        self.sessions.expire()
 
     def _send(self, client: bytes, msg: dict[str, Any]) -> None:
         self.link.send(client, P.pack(msg))
@@ -221,14 +226,27 @@ class Daemon:
             raise P.ProtocolError("unknown_job", f"Job {job.id} has already finished ({was}).", "Nothing to cancel.")
         self.queue.cancel(job.id, "cancelled")
         if job.state == "cancelled":  # a waiting job is gone at once: tell its client here
-            self.jobs.pop(job.id, None)
-            final = P.pack(P.error_reply("cancelled", "The job was cancelled before it started.", None,
-                                         job.req_id, job=job.id))
-            self.link.send(job.client, final, True)
-            self.delivered.finished(job.id, job.client, job.req_id, final)
-            self._announce_positions()
+            self._end_waiting(job, "cancelled", "The job was cancelled before it started.")
         log.info("%s: cancel requested (was %s)", job.id, was)
         self._send(client, P.reply("cancelling", req.id, job=job.id, was=was))
+
+    def _close_session(self, client: bytes, req: P.SessionRef, frame: bytes) -> None:
+        """The client is done with a session (its dialog closed): its previews stop and its memory goes now,
+        not after the idle time."""
+        for job in older_previews(self.jobs.values(), client, req.session):
+            self.queue.cancel(job.id, "cancelled")
+            if job.state == "cancelled":
+                self._end_waiting(job, "cancelled", "The session was closed.")
+        dropped = self.sessions.drop((client, req.session))
+        self._send(client, P.reply("session_closed", req.id, session=req.session, dropped=dropped))
+
+    def _end_waiting(self, job: Job, code: str, message: str) -> None:
+        """A job cancelled before it started: its final error reply, sent (and kept) here."""
+        self.jobs.pop(job.id, None)
+        final = P.pack(P.error_reply(code, message, None, job.req_id, job=job.id))
+        self.link.send(job.client, final, True)
+        self.delivered.finished(job.id, job.client, job.req_id, final)
+        self._announce_positions()
 
     def _shutdown(self, client: bytes, req: P.Request, frame: bytes) -> None:
         log.info("shutdown requested by a client")
@@ -243,7 +261,8 @@ class Daemon:
         if self._resubmitted(client, rid, request_digest):
             return
         self.runner.check(req)
-        job = Job(self.queue.new_id(), client, rid, req, self.runner.settings(req))
+        req, settings = self._preview(client, req) if isinstance(req, P.Preview) else (req, self.runner.settings(req))
+        job = Job(self.queue.new_id(), client, rid, req, settings)
         try:
             ahead = self.queue.submit(job)
         except QueueFull:
@@ -256,6 +275,22 @@ class Daemon:
         self.delivered.accepted(client, rid, job.id, request_digest)
         log.info("%s: %s accepted (%d ahead)", job.id, req.op, ahead)
         self._accepted(client, rid, job.id, ahead, self._estimate(job))
+
+    def _preview(self, client: bytes, req: P.Preview) -> tuple[P.Preview, Any]:
+        """A live preview supersedes the client's older previews of the session at once. Without an image it
+        continues the newest of them that has one, else needs the session kept here (``unknown_session``)."""
+        older = older_previews(self.jobs.values(), client, req.session)
+        req = inherit_image(req, older)
+        settings = self.runner.settings(req)
+        if req.image is None:
+            self.sessions.kept(client, req)  # else unknown_session
+        for job in older:
+            job.keep_opening = bool(settings.setup) and job.settings.setup == settings.setup  # the new one needs it
+            self.queue.cancel(job.id, "superseded")
+            if job.state == "cancelled":  # was waiting
+                self._end_waiting(job, "superseded", "A newer preview of the same session replaced this one.")
+            log.info("%s: superseded by a newer preview", job.id)
+        return req, settings
 
     def _accepted(self, client: bytes, rid: Any, job: str, ahead: int, estimate: float | None = None) -> None:
         extra = {} if estimate is None else {"estimate_s": round(estimate, 1)}
@@ -311,10 +346,14 @@ class Daemon:
 
             mem["device_allocated_bytes"] = int(torch.cuda.memory_allocated())
             mem["device_reserved_bytes"] = int(torch.cuda.memory_reserved())
+        cache = getattr(getattr(self.runner, "source", None), "cache", None)  # what stays between jobs
+        if cache is not None and hasattr(cache, "max_bytes"):
+            mem["caches"] = {"features": {"bytes": int(cache.bytes), "limit_bytes": int(cache.max_bytes),
+                                          "entries": len(cache), "evicted": int(getattr(cache, "evicted", 0))}}
         return {"pid": os.getpid(), "server": server_version(), "endpoint": self.cfg.endpoint,
                 "uptime_s": round(time.time() - self.started, 1), "memory": mem, **self._describe(),
                 "queue": {"running": running.id if running else None, "waiting": [j.id for j in waiting],
-                          "max_queue": self.cfg.max_queue}}
+                          "max_queue": self.cfg.max_queue}, "sessions": self.sessions.stats()}
 
     # ------------------------------------------------------------------ shutdown
     def close(self) -> None:
@@ -359,8 +398,8 @@ class Daemon:
 # op -> the Daemon method that answers it (each takes the client, the typed request and the raw frame)
 HANDLERS: dict[str, str] = {
     "hello": "_hello", "ping": "_ping", "status": "_status_request", "attributes": "_attributes", "echo": "_echo",
-    "edit": "_job_request", "inpaint": "_job_request", "heartbeat": "_heartbeat", "result": "_result",
-    "cancel": "_cancel", "shutdown": "_shutdown",
+    "edit": "_job_request", "inpaint": "_job_request", "preview": "_job_request", "heartbeat": "_heartbeat",
+    "result": "_result", "cancel": "_cancel", "close_session": "_close_session", "shutdown": "_shutdown",
 }
 
 

@@ -27,7 +27,7 @@ class Settings:
     The runner, the neighbour sources and the pace estimate read these attributes; nothing reads the request's
     options map again."""
 
-    op: str  # "edit" | "inpaint"
+    op: str  # "edit" | "inpaint" | "preview"
     height: int  # the photo's size, for the estimate before the job runs
     width: int
     k: int  # neighbours
@@ -41,8 +41,11 @@ class Settings:
     preview_s: float  # seconds between live previews (0: none)
     attribute: str = ""  # edit only
     strengths: tuple[float, ...] = ()  # edit: one result per strength
-    strength: float | None = None  # inpaint: None = the source's or network's default
-    components: tuple[str, ...] | None = None  # edit: which parts run (None: the attribute's own mix)
+    strength: float | None = None  # inpaint: None = the source's or network's default; preview: the strength
+    components: tuple[str, ...] | None = None  # edit, preview: which parts run (None: the attribute's own mix)
+    session: str = ""  # preview: the client's session id
+    setup: bytes = b""  # preview with an image: digest of what opens its session (equal: reuse it)
+    refine: bool = True  # preview: the refined look after the instant one
 
     @property
     def results(self) -> int:
@@ -52,7 +55,7 @@ class Settings:
 
 @dataclass
 class Job:
-    """One edit or inpaint request on its way through the daemon."""
+    """One edit, inpaint or preview request on its way through the daemon."""
 
     id: str
     client: bytes  # the ROUTER identity replies go to
@@ -60,7 +63,8 @@ class Job:
     request: Any  # the validated request (dfi_wire.protocol.Edit or Inpaint); None once it has run
     settings: Settings | None = None
     state: str = "queued"  # queued -> running -> done | failed | cancelled
-    cancel_reason: str | None = None  # "cancelled" | "client_gone" | "shutting_down"
+    cancel_reason: str | None = None  # "cancelled" | "client_gone" | "shutting_down" | "superseded"
+    keep_opening: bool = False  # preview superseded by one that needs the session it opens: finish opening it
     submitted: float = field(default_factory=time.monotonic)
     cancel_event: threading.Event = field(default_factory=threading.Event)
 

@@ -7,6 +7,7 @@ VGG-19 and the neighbour source for the daemon's lifetime.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -15,10 +16,11 @@ from dfi_wire import protocol as P
 
 from dfi_engine.progress import CancelFn, Event, ProgressFn
 
-from .jobs import Settings
+from .jobs import Job, Settings
 from .pace import Pace
 from .preview import Previews
-from .sources import NeighbourSource, SourceJob, UnknownAttribute
+from .sessions import Entry, Sessions, recipe_of, setup_digest
+from .sources import LIVE_NEEDS_DATABASE, NeighbourSource, SourceJob, UnknownAttribute
 
 # How a job's progress bar is shared out: the neighbours step, the neighbour features, then the inversion.
 FEATURES_SPAN = (0.05, 0.2)  # (start, width) of the neighbour features' share
@@ -106,7 +108,9 @@ class Runner:
             raise P.ProtocolError(
                 "align_unavailable", f"Face alignment was requested but {self.source.label} has no face frame.",
                 "Send align=false, or start the daemon with a face database (--database PATH).")
-        if isinstance(req, P.Edit):
+        if isinstance(req, P.Preview) and self.source.synthetic:
+            raise P.ProtocolError("bad_input", *LIVE_NEEDS_DATABASE)
+        if isinstance(req, (P.Edit, P.Preview)):
             names = [a["name"] for a in self.source.attributes()]
             if req.attribute not in names:
                 raise P.ProtocolError("unknown_attribute",
@@ -121,7 +125,8 @@ class Runner:
         assert self.source is not None
         o = req.options
         chosen = preset(self.net.device, o.quality)
-        common = {"op": req.op, "height": req.image.height, "width": req.image.width,
+        im = req.image
+        common = {"op": req.op, "height": im.height if im else 0, "width": im.width if im else 0,
                   "k": o.k if o.k is not None else self.source.default_k,
                   "align": o.align if o.align is not None else self.source.can_align,
                   "work_size": o.work_size if o.work_size is not None else chosen.cap(self.work_size),
@@ -131,6 +136,11 @@ class Runner:
             return Settings(**common, scaling=o.scaling or self._attribute(req.attribute)["scaling"],
                             feather=o.feather, attribute=req.attribute, strengths=tuple(req.strengths),
                             components=o.components)
+        if isinstance(req, P.Preview):
+            scaling = self._attribute(req.attribute)["scaling"]
+            return Settings(**common, scaling=scaling, feather=None, attribute=req.attribute, strength=req.strength,
+                            components=o.components, session=req.session, refine=o.refine is not False,
+                            setup=setup_digest(req, common["align"], common["k"]) if im is not None else b"")
         return Settings(**common, scaling=o.scaling or getattr(self.source, "inpaint_scaling", None), feather=None,
                         strength=req.strength)
 
@@ -167,7 +177,9 @@ class Runner:
         return key, work, s.results, (2 * s.k if s.op == "edit" else s.k) * side * side
 
     def estimate(self, settings: Settings) -> float | None:
-        """Seconds the job should take on this device (None until the pace is known)."""
+        """Seconds the job should take on this device (None until the pace is known, and for previews)."""
+        if settings.op == "preview":
+            return None
         return self.pace.estimate(*self._plan(settings))
 
     # ------------------------------------------------------------------ warm-up
@@ -221,6 +233,63 @@ class Runner:
             "seconds": round(time.perf_counter() - t0, 3),
         }
 
+    # ------------------------------------------------------------------ live previews
+    def run_preview(self, job: Job, store: Sessions, progress: ProgressFn,
+                    send: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """One live preview: the session (kept, or opened from the request's image), its instant look sent
+        through ``send`` at once, then the refined look returned as the final reply's fields (with
+        ``refine: false`` the instant look is the final one). Raises like ``run``."""
+        from dfi_engine.errors import CancelledError
+
+        t0 = time.perf_counter()
+        s, progress, cancel = job.settings, forward_only(progress), job.cancel_event.is_set
+        entry, reused = self._session(job, store, progress)
+        if cancel():
+            raise CancelledError("The preview was cancelled.")
+        look = _look(entry.session.instant(s.strength), reused, t0)
+        if s.refine:
+            send({**look, "final": False})
+            events = JobProgress(progress, cancel, Previews(0.0, "RGB8"))
+            refined = entry.session.refine(s.strength, iterations=job.request.options.iterations, progress=events,
+                                           cancel=cancel)
+            look = _look(refined, reused, t0)
+        store.refresh((job.client, s.session), entry)
+        progress(Event("done", 1.0, 1.0, "done"))
+        return {"type": "preview", **look, "final": True}
+
+    def _session(self, job: Job, store: Sessions, progress: ProgressFn) -> tuple[Entry, bool]:
+        """(the session this preview uses, whether it was kept from before). A preview with an image reuses
+        the kept session only if it was opened from the same image, mask, attribute and options."""
+        req, s, key = job.request, job.settings, (job.client, job.settings.session)
+        if req.image is None:
+            return store.kept(job.client, req), True  # else unknown_session (dropped since it was accepted)
+        entry = store.get(key)
+        if entry is not None and entry.setup == s.setup:
+            return entry, True
+        if entry is not None:
+            store.drop(key)  # replaced: let the old one go before the new one takes memory
+
+        def opening_cancelled() -> bool:  # superseded by a preview that needs this session: finish opening it
+            return opening[0] and job.cancelled and not (job.cancel_reason == "superseded" and job.keep_opening)
+
+        # The session keeps the callbacks it was opened with: once open, they must not reach this job any more
+        opening = [True]
+        events = JobProgress(progress, opening_cancelled, Previews(0.0, "RGB8"))
+        photo = _array(req.image).copy()  # the session outlives the message's bytes
+        mask = _array(req.mask).copy() if req.mask is not None else None
+        source_job = SourceJob(s, self.net, photo, mask, self._engine_options(s),
+                               lambda ev: events(ev) if opening[0] else None, opening_cancelled)
+        progress(Event("neighbours", 0.01, 1.0, f"opening the session: {s.k} neighbours"))
+        try:
+            session = self.source.open_session(source_job)
+        except UnknownAttribute:
+            raise unknown_attribute_error(s.attribute) from None
+        finally:
+            opening[0] = False
+        entry = Entry(session, s.setup, recipe_of(s))
+        store.put(key, entry, unless=lambda: job.cancelled and job.cancel_reason != "superseded")
+        return entry, False
+
     def _engine_options(self, s: Settings) -> Any:
         """The engine's EditOptions of a job (the daemon's pixel limit; 0 work size = the database's own)."""
         import dfi_engine as dfi
@@ -230,15 +299,13 @@ class Runner:
                                reconstruct=dfi.ReconstructConfig(iterations=s.iterations))
 
     def _call_source(self, job: SourceJob) -> Any:
-        from dfi_engine.errors import InputError
-
         assert self.source is not None
         if job.settings.op != "edit":
             return self.source.inpaint(job)
         try:
             return self.source.edit(job)
         except UnknownAttribute:
-            raise InputError(f"Unknown attribute {job.settings.attribute!r}.", "Run 'dfi attributes'.") from None
+            raise unknown_attribute_error(job.settings.attribute) from None
 
     def _notes(self, res: Any) -> list[str]:
         """What a user should know about how the result was made (smoke-test data, the face, the components)."""
@@ -266,3 +333,16 @@ class Runner:
         self.pace.observe_prep(key, events.marks["first"] - t0)
         self.pace.observe_iterations(events.marks["last"] - events.marks["first"], work * events.inverted_share(),
                                      strengths)
+
+
+def unknown_attribute_error(name: str) -> Exception:
+    from dfi_engine.errors import InputError
+
+    return InputError(f"Unknown attribute {name!r}.", "Run 'dfi attributes'.")
+
+
+def _look(look: Any, reused: bool, t0: float) -> dict[str, Any]:
+    """An engine Preview as the wire's preview message fields (without ``final``)."""
+    return {"kind": look.kind, "strength": float(look.strength), "box": [int(v) for v in look.box],
+            "image": _wire(np.asarray(look.image)[..., :3], "RGB8"), "session_reused": reused,
+            "seconds": round(time.perf_counter() - t0, 3)}

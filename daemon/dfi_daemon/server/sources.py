@@ -28,10 +28,17 @@ if TYPE_CHECKING:  # the engine loads torch: imported where a job runs, not wher
     from dfi_engine.edit import EditOptions, EditResult
     from dfi_engine.faces.landmarks import FaceDetector
     from dfi_engine.faces.pipeline import FaceEditResult
+    from dfi_engine.faces.session import EditSession
     from dfi_engine.progress import CancelFn, ProgressFn
     from dfi_engine.vgg import VGGFeatures
 
     Outcome = EditResult | FaceEditResult
+
+
+# (message, hint) of a live preview asked of a source that cannot open sessions
+LIVE_NEEDS_DATABASE = ("Live previews need a face database; the synthetic smoke-test source has none.",
+                       "Start the daemon with --database PATH (a face database from 'dfi db build' or 'dfi db fetch "
+                       "lfw'), or use edit.")
 
 
 class Attribute(TypedDict):
@@ -79,6 +86,10 @@ class NeighbourSource(Protocol):
 
     def inpaint(self, job: SourceJob) -> Outcome:
         """The masked region of ``job.image`` filled from neighbours."""
+        ...
+
+    def open_session(self, job: SourceJob) -> EditSession:
+        """A live-preview session of ``job.settings.attribute`` on ``job.image`` (set up once, then any strength)."""
         ...
 
 
@@ -139,6 +150,12 @@ class SyntheticSource:
                                  progress=job.progress, totals=(s.k, s.k))
         return dfi.apply_vector(job.net, job.image, w, s.strengths, mask=job.mask, options=job.options,
                                 progress=job.progress, cancel=job.cancel)
+
+    def open_session(self, job: SourceJob) -> EditSession:
+        """Live previews are built on a face database's landmarks and prototypes; cartoon faces have neither."""
+        from dfi_engine.errors import InputError
+
+        raise InputError(*LIVE_NEEDS_DATABASE)
 
     def inpaint(self, job: SourceJob) -> Outcome:
         """Half plain faces, half bearded: the fill is learnt from faces, whatever they wear."""
@@ -259,6 +276,19 @@ class FaceDatabaseSource:
                               mask=job.mask, options=job.options, detector=self.detector if s.align else None,
                               whole_image=not s.align, k=s.k, cache=self.cache, progress=job.progress,
                               cancel=job.cancel, components=s.components)
+
+    def open_session(self, job: SourceJob) -> EditSession:
+        """The photo set up once for ``job.settings.attribute`` (aligned, neighbours, prototypes, attribute
+        vector), kept by the daemon while a slider moves; progress and cancel apply while it opens."""
+        from dfi_engine.faces.session import EditSession
+
+        s = job.settings
+        if s.attribute not in {a["name"] for a in self.attributes()}:
+            raise UnknownAttribute(s.attribute)
+        return EditSession(job.net, job.image, self.db, self.defs.get(s.attribute, self.db), mask=job.mask,
+                           options=job.options, detector=self.detector if s.align else None,
+                           whole_image=not s.align, k=s.k, cache=self.cache, components=s.components,
+                           progress=job.progress, cancel=job.cancel)
 
     def inpaint(self, job: SourceJob) -> Outcome:
         from dfi_engine.faces import inpaint_face
