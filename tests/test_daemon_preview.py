@@ -240,6 +240,37 @@ def test_least_recently_used_sessions_go_beyond_the_budget(db, tmp_path):
         d.stop()
 
 
+def test_twenty_sessions_opened_and_abandoned_stay_within_the_budget(db, tmp_path):
+    """20 dialogs, each opening a session (with a refined look) and vanishing without closing it: the
+    daemon keeps at most its budget of them, and its memory grows by no more than the budget + a margin."""
+    from helpers.process_memory import rss_mb
+
+    path, image = db
+    d = DaemonProcess(tmp_path / "daemon", "--no-warm-up", "--session-mb", "24", database=str(path))
+    try:
+        d.start()
+        with d.client(300) as c:  # one session first: the model's and the prototypes' one-off memory
+            c.preview("warm", ATTRIBUTE, 0.2, image=image, iterations=1)
+            c.close_session("warm")
+        base = rss_mb(d.pid)
+        counts = []
+        for i in range(20):
+            c = d.client(300)
+            try:
+                c.preview(f"dialog-{i}", ATTRIBUTE, 0.1 * (i % 5), image=image, iterations=1)
+            finally:
+                c.close()  # abandoned: no close_session
+            counts.append(sessions(d))
+        after = rss_mb(d.pid)
+    finally:
+        d.stop()
+    last = counts[-1]
+    print(f"\nsessions after each dialog: {[s['count'] for s in counts]}; {last['bytes'] / 2**20:.1f} MiB kept "
+          f"of {last['budget_bytes'] / 2**20:.0f}; daemon RSS {base:.0f} -> {after:.0f} MiB")
+    assert all(s["bytes"] <= s["budget_bytes"] for s in counts) and last["count"] < 20
+    assert after - base <= 24 + 64, f"RSS grew {after - base:.0f} MiB with a 24 MiB session budget"
+
+
 def test_the_synthetic_source_says_live_previews_need_a_face_database(tmp_path):
     d = DaemonProcess(tmp_path / "daemon", "--no-warm-up")
     try:
