@@ -19,6 +19,9 @@ One command measures, on one device and in one process:
   single-scale and the upsampled 128-px change, in time and quality (``highres``);
 * peak host memory (RSS) and peak CUDA memory.
 
+``--live`` measures the plug-in's live slider instead (``live``): a preview session's first look, the
+instant and refined looks after a slider move, and the full render, through a daemon with real features.
+
 FLOP convention: the forward FLOPs are counted from the network's own
 convolutions (2·Cin·Cout·9 per output pixel; 28.8 GFLOP at 200×200 through
 conv5_1). One reconstruction iteration = 2 × forward: the backward pass
@@ -183,6 +186,17 @@ def run(args: argparse.Namespace) -> int:
         out.write_text(json.dumps(result, indent=2, allow_nan=False, default=float))
         print(f"JSON: {out}; sheet: {out.with_suffix('')}/eyes.png")
         return 0
+    if args.live:
+        from .live import format_live, run_live
+
+        out = Path(args.json or "out/live.json")
+        args.weights = args.weights or args.real_weights
+        result = run_live(args, log)
+        print(format_live(result))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2, allow_nan=False))
+        print(f"JSON: {out}")
+        return 0
     if args.quality:
         from . import quality
 
@@ -217,6 +231,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--highres", action="store_true",
                    help="measure editing at the photo's own scale against the 128-px crop on ~1000-px portraits "
                         "with painted truth (vgg16-hed; several minutes on a 2-core CPU)")
+    p.add_argument("--live", action="store_true",
+                   help="measure live previews instead (the plug-in's slider): the first preview, the instant and "
+                        "refined looks after a slider move, and the full render, through a daemon with real "
+                        "features (--real-weights unless --weights; a few minutes on a 2-core CPU)")
     p.add_argument("--highres-cap", type=int, default=384, help="largest working size in --highres")
     p.add_argument("--highres-paths", help="paths of --highres separated by ';' (default: all of "
                                            "dfi_daemon.bench.highres.PATHS)")

@@ -98,6 +98,10 @@ def _submit(client: Client, msg: dict[str, Any], name: str, args: argparse.Names
 
 
 def _edit(args: argparse.Namespace) -> int:
+    if args.preview_strip is not None:  # the live slider's previews as one strip, not the full edit
+        from . import preview_strip
+
+        return preview_strip.run(args)
     return _run(args, edit=True)
 
 
@@ -177,6 +181,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        usage="%(prog)s IMAGE [IMAGE ...] -a ATTRIBUTE [-s STRENGTHS] [options]")
     add_image_options(p)
     add_edit_options(p, "attribute name (see 'dfi attributes')")
+    p.add_argument("--preview-strip", metavar="STRENGTHS",
+                   help="instead of the edit, one PNG strip of the live slider's quick previews at these "
+                        "comma-separated strengths (at most 16), e.g. 0,0.2,0.4,0.6; -o names the strip "
+                        "(default {dir}/{stem}-{attribute}-strip.png)")
     p.set_defaults(func=_edit)
 
     p = sub.add_parser("inpaint", help="fill the masked region of one or more images from neighbour faces",

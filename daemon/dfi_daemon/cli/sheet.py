@@ -7,8 +7,9 @@ from typing import Any
 import numpy as np
 
 
-def contact_sheet(images: list[np.ndarray], captions: list[str], title: str, scale: int = 1) -> Any:
-    """Images side by side with a caption each and a title line (red: it carries warnings)."""
+def contact_sheet(images: list[np.ndarray], captions: list[str], title: str, scale: int = 1,
+                  title_color: str = "red") -> Any:
+    """Images side by side with a caption each and a title line (red by default: the demo's carries warnings)."""
     from PIL import Image, ImageDraw
 
     title = title.replace("—", "-").encode("latin-1", "replace").decode("latin-1")  # PIL's built-in font
@@ -21,5 +22,5 @@ def contact_sheet(images: list[np.ndarray], captions: list[str], title: str, sca
         sheet.paste(tile, (i * w, top))
         draw.text((i * w + 3, top - 14), cap, fill="black")
     if title:
-        draw.text((3, 2), title, fill="red")
+        draw.text((3, 2), title, fill=title_color)
     return sheet
