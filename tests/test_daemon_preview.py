@@ -9,6 +9,8 @@ instant look has shape and tone); the photo is grace_hopper, which is not among 
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -178,6 +180,9 @@ def test_status_shows_the_sessions_within_the_budget(served):
         st = c.status()["sessions"]
     assert st["budget_bytes"] == 256 * 2**20
     assert st["count"] >= 1 and 0 < st["bytes"] <= st["budget_bytes"]
+    shown = subprocess.run([sys.executable, "-m", "dfi_daemon.cli", "daemon", "status"], env=d.env(),
+                           capture_output=True, text=True, timeout=120)
+    assert "live preview(s)" in shown.stdout and "of 256 MiB" in shown.stdout, shown.stdout + shown.stderr
 
 
 def test_closing_a_session_frees_it_at_once_and_stops_its_preview(served):

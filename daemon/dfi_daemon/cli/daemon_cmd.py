@@ -74,6 +74,9 @@ def _status(args: argparse.Namespace) -> int:
     for name, c in (mem.get("caches") or {}).items():  # what the daemon keeps between jobs, against its bound
         print(f"  cache:      {name} {c.get('bytes', 0) / 2**20:.1f} of {c.get('limit_bytes', 0) / 2**20:.0f} MiB"
               f" ({c.get('entries', 0)} entries)")
+    if (ses := st.get("sessions")) is not None:  # the live sliders' photos, kept within their own budget
+        print(f"  sessions:   {ses.get('count', 0)} live preview(s), {ses.get('bytes', 0) / 2**20:.1f} of "
+              f"{ses.get('budget_bytes', 0) / 2**20:.0f} MiB")
     print(f"  weights:    {st.get('weights')}")
     print(f"  neighbours: {st.get('database') or 'none'}")
     for i, (name, pr) in enumerate((st.get("presets") or {}).items()):
