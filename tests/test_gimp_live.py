@@ -79,12 +79,18 @@ def pixels(folder: Path, entry: dict) -> np.ndarray:
     return np.asarray(Image.open(folder / entry["file"]).convert("RGB"))
 
 
-def move_three_times(g: Gimp, display: str, folder: Path, shots: Path | None = None, add: bool = False) -> list:
-    """Focus the dialog's slider (Alt+N), then End, Home and 15 x Right: the final preview at each place."""
+END_HOME_RIGHT = (["End"], ["Home"], ["Right"] * 15)
+HOME_END_LEFT = (["Home"], ["End"], ["Left"] * 15)  # from a dialog that remembers the top strength (last used)
+
+
+def move_three_times(g: Gimp, display: str, folder: Path, shots: Path | None = None, add: bool = False,
+                     moves: tuple = END_HOME_RIGHT) -> list:
+    """Focus the dialog's slider (Alt+N), then ``moves`` (End, Home and 15 x Right): the final preview at each
+    place. Each move must change the value: GIMP reopens the dialog with its last used strengths."""
     dialog = g.wait_window(display, DIALOG)
     first = wait_final(folder, 0)  # the preview at the starting strength
     places = [first]
-    for n, keys in enumerate((["End"], ["Home"], ["Right"] * 15)):
+    for n, keys in enumerate(moves):
         before = len(shown(folder))
         key(g, display, dialog, "alt+n", *keys)
         places.append(wait_final(folder, before))
@@ -173,7 +179,7 @@ def test_cancel_after_moving_leaves_the_image_and_its_undo_history(gimp):
     seen = {}
 
     def drive(display, out):
-        seen["places"] = move_three_times(gimp, display, folder)
+        seen["places"] = move_three_times(gimp, display, folder, moves=HOME_END_LEFT)
         key(gimp, display, gimp.wait_window(display, DIALOG), "Escape")
         wait_file(out / "ready", timeout=120)
         window = gimp.wait_window(display, r"layers?\) ")
@@ -185,7 +191,8 @@ def test_cancel_after_moving_leaves_the_image_and_its_undo_history(gimp):
                     {"op": "call", "proc": PROC, "interactive": True, "args": {"strengths": "", **ARGS}},
                     {"op": "state"}, {"op": "display", "timeout": 8}, {"op": "dump"}],
                    env={"DFI_LIVE_DEBUG": folder_inner}, gui=True, during=drive, timeout=600)
-    assert len({p["strength"] for p in seen["places"]}) == 4
+    places = [p["strength"] for p in seen["places"]]
+    assert len(places) == 4 and all(a != b for a, b in zip(places, places[1:])), places  # every move was seen
     assert run.step("call")["status"] == "cancel"
     after = run.step("state")
     assert (after["dirty"], after["layers"]) == (False, 1), f"Cancel left something in the image: {after}"
