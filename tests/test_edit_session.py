@@ -91,3 +91,13 @@ def test_fill_selection_has_no_session(patch, net):
     fill = load_definitions().get("inpaint", patch["db"])
     with pytest.raises(InputError, match="Fill selection"):
         EditSession(net, fx.grace(), patch["db"], fill, detector=patch["det"], minimum=3)
+
+
+def test_a_long_drag_keeps_the_session_bounded(session):
+    from dfi_engine.faces.session import REFINED_KEPT
+
+    sizes = []
+    for i in range(REFINED_KEPT + 3):  # a drag over many strengths, one refined look each
+        session.refine(0.05 * i, iterations=1)
+        sizes.append(session.nbytes)
+    assert sizes[REFINED_KEPT - 1] == sizes[-1] > sizes[0]  # the oldest warm starts go, the memory stays

@@ -47,8 +47,11 @@ def batch(base: Path, folder: Path, *extra: str, timeout: float = 600) -> subpro
 
 
 def start_batch(base: Path, folder: Path, *extra: str) -> subprocess.Popen:
+    """The batch as a user's terminal starts it: Ctrl+C (SIGINT) acts, even when this test runs under a shell
+    that started it in the background (which hands its children SIGINT ignored)."""
     return subprocess.Popen([sys.executable, "-m", "dfi_daemon.cli", "batch", str(folder / "p*.png"), *SMOKE, *extra],
-                            env=env_for(base), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env_for(base), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for_outputs(folder: Path, proc: subprocess.Popen, n: int = 1, timeout: float = 300) -> None:

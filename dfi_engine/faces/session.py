@@ -31,6 +31,7 @@ from .coarse_to_fine import coarse_to_fine, iterations_of, pixel_iterations
 from .pipeline import FaceEditResult, Photo, _Edit, _Frame, _frame, align_photo, at_working_size, edit_aligned
 
 PREVIEW_SIDE = 160  # px: a preview's longer side (the face at about the database's resolution)
+REFINED_KEPT = 8  # refined strengths a session keeps as warm starts (the most recent)
 PREVIEW_ITERATIONS = (16, 8)  # inversion steps of a refined preview: cold, then warm-started (~3 s on 2 cores)
 
 
@@ -121,7 +122,10 @@ class EditSession:
         res = apply_vector(self.job.net, crop / 255.0, self.vector(progress), [s * self.weights["texture"]],
                            mask=fr.crop_mask, options=opts, progress=progress, cancel=cancel, start=warm)
         edited = np.asarray(res.images[0], np.float32) * 255.0
+        self._refined.pop(s, None)
         self._refined[s] = (crop, edited)
+        while len(self._refined) > REFINED_KEPT:  # a long drag must not grow the session without bound
+            self._refined.pop(next(iter(self._refined)))
         return replace(self._preview(start, s, "refined", edited - crop), loss=float(res.losses[0]))
 
     def vector(self, progress: ProgressFn | None = None) -> Features:
