@@ -7,10 +7,11 @@ dead daemon must turn into a clear error, never a hang.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -274,7 +275,7 @@ class Client:
         if on_event:
             on_event(accepted)
         wait = _JobWait.start(accepted, timeout, stall_timeout)
-        try:
+        with self._cancelled_on_interrupt(wait):
             while True:
                 reply = self._next_job_reply(wait)
                 if reply is None:
@@ -283,12 +284,6 @@ class Client:
                     on_event(reply)
                 if reply.get("type") == "result":
                     return reply
-        except KeyboardInterrupt:
-            try:
-                self.try_send(P.simple("cancel", job=wait.job))
-            except (zmq.ZMQError, DaemonError):
-                pass
-            raise
 
     def preview(self, session: str, attribute: str, strength: float, *, image: dict | None = None,
                 mask: dict | None = None, on_preview: Callable[[dict[str, Any]], None] | None = None,
@@ -302,7 +297,7 @@ class Client:
         says True the job is cancelled on the daemon and ``cancelled`` raised. Heartbeats as for ``run_job``."""
         msg = P.preview_request(session, attribute, strength, image, mask, **options)
         wait = _JobWait.start(self.call(msg, self.timeout), self.timeout, None)
-        try:
+        with self._cancelled_on_interrupt(wait):
             while True:
                 if cancel is not None and cancel():
                     self.try_send(P.simple("cancel", job=wait.job))
@@ -314,6 +309,12 @@ class Client:
                     on_preview(reply)
                 if reply.get("final"):
                     return reply
+
+    @contextlib.contextmanager
+    def _cancelled_on_interrupt(self, wait: _JobWait) -> Iterator[None]:
+        """Ctrl+C while waiting for a job cancels it on the daemon before it is re-raised."""
+        try:
+            yield
         except KeyboardInterrupt:
             try:
                 self.try_send(P.simple("cancel", job=wait.job))
