@@ -6,15 +6,14 @@ connection against real daemons and the real ``dfi`` command (auto-start).
 
 from __future__ import annotations
 
-import importlib
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 from helpers.daemon_process import DaemonProcess, kill_daemons
+from helpers.installed_plugin import installed_module
 
 REPO = Path(__file__).resolve().parent.parent
 DFI = str(Path(sys.executable).parent / "dfi")
@@ -24,20 +23,8 @@ FAST_DAEMON = ["--weights", "random:0", "--database", "synthetic", "--threads", 
 @pytest.fixture(scope="module")
 def bridge(tmp_path_factory):
     """dfi_bridge imported from a plug-in folder made by the installer."""
-    profile = tmp_path_factory.mktemp("gimp") / "3.0"
-    subprocess.run([DFI, "gimp", "install", "--profile", str(profile),
-                    "--target", "linux", "--endpoint", "ipc:///nonexistent/daemon.sock", "--no-verify",
-                    "--vendor", "never"], check=True, capture_output=True)
-    folder = str(profile / "plug-ins" / "gimp-dfi")
-    sys.path.insert(0, folder)
-    try:
-        module = importlib.import_module("dfi_bridge")
-        assert module.__file__.startswith(folder)
+    with installed_module(tmp_path_factory.mktemp("gimp") / "3.0", "dfi_bridge") as module:
         yield module
-    finally:
-        sys.path.remove(folder)
-        for name in [m for m in sys.modules if m == "dfi_bridge" or m.startswith("dfi_wire")]:
-            del sys.modules[name]
 
 
 def test_strengths(bridge):

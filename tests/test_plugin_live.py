@@ -8,37 +8,21 @@ The GTK panel itself runs in a real GIMP in tests/test_gimp_live.py.
 
 from __future__ import annotations
 
-import importlib
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import test_gimp_smile
+from helpers.installed_plugin import installed_module
 
-DFI = str(Path(sys.executable).parent / "dfi")
 smile_db = test_gimp_smile.smile_db  # its fixture: a face database whose attribute "smile" is a known warp
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     """dfi_live imported from a plug-in folder made by the installer (which must install it)."""
-    profile = tmp_path_factory.mktemp("gimp") / "3.0"
-    subprocess.run([DFI, "gimp", "install", "--profile", str(profile), "--target", "linux", "--endpoint",
-                    "ipc:///nonexistent/daemon.sock", "--no-verify", "--vendor", "never"], check=True,
-                   capture_output=True)
-    folder = str(profile / "plug-ins" / "gimp-dfi")
-    sys.path.insert(0, folder)
-    try:
-        module = importlib.import_module("dfi_live")
-        assert module.__file__.startswith(folder)
+    with installed_module(tmp_path_factory.mktemp("gimp") / "3.0", "dfi_live") as module:
         yield module
-    finally:
-        sys.path.remove(folder)
-        for name in [m for m in sys.modules if m in ("dfi_live", "dfi_bridge") or m.startswith("dfi_wire")]:
-            del sys.modules[name]
 
 
 class Clock:
