@@ -55,3 +55,22 @@ def test_global_matching_is_the_original_one_mean_one_std():
     ref = rng.uniform(0, 255, (20, 20, 3)).astype(np.float32)
     res = color_match(ref * 0.5 + 30, ref, "global")
     assert np.isclose(res.mean(), ref.mean(), atol=1e-3) and np.isclose(res.std(), ref.std(), rtol=1e-4)
+
+
+def test_smooth_chroma_keeps_luminance_and_broad_colour_and_damps_colour_fringes():
+    from dfi_engine.postprocess import LUMA, smooth_chroma
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:128, 0:128]
+    fringe = np.where((xx // 2 + yy // 2) % 2 == 0, 1.0, -1.0)[..., None] * np.array([20.0, -20.0, 5.0])
+    broad = np.array([12.0, 0.0, -12.0]) * (xx / 127.0)[..., None]  # a slow colour ramp
+    luma = rng.normal(0, 10, (128, 128))[..., None]  # sharp grey detail
+    change = (luma + fringe + broad).astype(np.float32)
+    out = smooth_chroma(change)
+    np.testing.assert_allclose(out @ LUMA, change @ LUMA, atol=1e-3)  # the grey detail, as it was
+    chroma = lambda c: c - (c @ LUMA)[..., None]  # noqa: E731
+    inner = (slice(16, -16), slice(16, -16))
+    left = chroma(out - broad)[inner]
+    assert np.abs(left).mean() < 0.1 * np.abs(chroma(fringe)[inner]).mean()  # the fringes are gone
+    assert np.abs(chroma(out)[inner] - chroma(broad)[inner]).max() < 1.5  # the broad colour stays
+    assert smooth_chroma(change, 0.0) is change

@@ -29,8 +29,10 @@ def _sets(db):
     return np.flatnonzero(col < 0), np.flatnonzero(col > 0)
 
 
-@pytest.mark.parametrize("form, least", [("ratio", 0.6), ("additive", 0.5)])
-def test_the_tone_reaches_the_painted_truth_without_a_bright_rim(patch, form, least, tmp_path):
+# the additive form (kept to compare, not a default) leaves identities' ±1-level noise around the patch, which the
+# per-pixel read of the tone map keeps; the ratio form's is shrunk away
+@pytest.mark.parametrize("form, least, halo", [("ratio", 0.6, 0.01), ("additive", 0.5, 0.03)])
+def test_the_tone_reaches_the_painted_truth_without_a_bright_rim(patch, form, least, halo, tmp_path):
     from dfi_engine.faces.pipeline import align_photo
 
     det, db = patch["det"], patch["db"]
@@ -55,7 +57,7 @@ def test_the_tone_reaches_the_painted_truth_without_a_bright_rim(patch, form, le
         box = (x0, y0, x0 + int(6 * radius), y0 + int(6 * radius))
         fx.sheet(str(tmp_path / "tone_test.png"), [g, truth, res], box, 3)  # to look at when this fails
     assert progress >= least and colour < 35
-    assert rim.max() <= 2.0 and (rim > 0.5).mean() < 0.01  # darkened, with no halo brighter than the photo
+    assert rim.max() <= 2.0 and (rim > 0.5).mean() < halo  # darkened, with no halo brighter than the photo
     region, _ = al.region_in_photo(af.matrix, 128, g.shape[:2])
     assert np.array_equal(out[region == 0], g[region == 0])
 
@@ -110,3 +112,36 @@ def test_the_bench_part_measures_both_known_truths(tmp_path):
     assert r["tone"]["rim_brighter_max"] <= 2.0 and r["speed"]["median_ms"] > 0
     assert "known warp" in "\n".join(bench.format_prototype(r))
     assert (tmp_path / "known_warp.png").is_file() and (tmp_path / "tone.png").is_file()
+
+
+@pytest.mark.slow  # two whole edits with real features, ~40 s here
+def test_the_whole_edit_adds_no_colour_fringes_to_the_tone(patch, hed, monkeypatch):
+    """Shape, tone and DFI's texture on the painted patch: the texture's colour change is low-passed, so the
+    inversion's red and green fringes do not undo the tone's colour (12.0 levels off the truth without it)."""
+    from dfi_daemon.bench.prototype import CBCR
+
+    from dfi_engine.backbones import defaults_for
+    from dfi_engine.edit import EditOptions
+    from dfi_engine.faces import pipeline
+    from dfi_engine.faces.attributes import AttributeDef
+    from dfi_engine.faces.session import EditSession
+    from dfi_engine.reconstruct import ReconstructConfig
+
+    g = fx.grace()
+    opts = EditOptions(reconstruct=ReconstructConfig(iterations=60))
+    session = EditSession(hed, g, patch["db"], AttributeDef.custom("dark_patch"), detector=patch["det"], minimum=3,
+                          options=opts)
+    pts = patch["det"].dense(g / 255.0, session.face.face)
+    truth = fx.paint_patch(g, pts, patch["opacity"]).astype(np.float64)
+    inside = fx.patch_mask(g.shape[:2], *fx.patch_place(pts)) > 0.99
+    strength = defaults_for(hed.backbone).strength
+
+    def colour_error() -> float:
+        res = session.render([strength]).images[0].astype(np.float64)
+        return float(np.linalg.norm((res - truth) @ CBCR.T, axis=-1)[inside].mean())
+
+    smoothed = colour_error()
+    monkeypatch.setattr(pipeline, "smooth_chroma", lambda change, sigma: change)
+    raw = colour_error()
+    print(f"whole edit's colour error to the truth: {smoothed:.1f} levels smoothed, {raw:.1f} without")
+    assert smoothed < 10.0 and smoothed < 0.8 * raw

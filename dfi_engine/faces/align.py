@@ -156,9 +156,8 @@ def region_in_crop(size: int | tuple[int, int], ellipse: bool = True) -> np.ndar
     return (u * u + v * v <= 1.0).astype(np.float32)
 
 
-def region_in_photo(m: np.ndarray, size: int | tuple[int, int], shape: tuple[int, int],
-                    ellipse: bool = True) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """The crop's edit region mapped exactly into the photo (float 0/1 (H, W)) and its bounding box."""
+def region_box(m: np.ndarray, size: int | tuple[int, int], shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The box (x0, y0, x1, y1) in the photo, clipped to it, that holds the whole size×size crop."""
     sh, sw = (size, size) if isinstance(size, int) else size
     h, w = shape
     corners = apply(invert(m), np.array([[-0.5, -0.5], [sw - 0.5, -0.5], [-0.5, sh - 0.5], [sw - 0.5, sh - 0.5]]))
@@ -166,7 +165,15 @@ def region_in_photo(m: np.ndarray, size: int | tuple[int, int], shape: tuple[int
     x1 = int(np.clip(np.ceil(corners[:, 0].max()) + 1, 0, w))
     y0 = int(np.clip(np.floor(corners[:, 1].min()), 0, h))
     y1 = int(np.clip(np.ceil(corners[:, 1].max()) + 1, 0, h))
-    out = np.zeros((h, w), np.float32)
+    return x0, y0, x1, y1
+
+
+def region_in_photo(m: np.ndarray, size: int | tuple[int, int], shape: tuple[int, int],
+                    ellipse: bool = True) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The crop's edit region mapped exactly into the photo (float 0/1 (H, W)) and its bounding box."""
+    sh, sw = (size, size) if isinstance(size, int) else size
+    x0, y0, x1, y1 = region_box(m, size, shape)
+    out = np.zeros(shape, np.float32)
     if x1 > x0 and y1 > y0:
         yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float64)
         cx = (m[0, 0] * xx + m[0, 1] * yy + m[0, 2] + 0.5) / sw

@@ -21,7 +21,7 @@ import numpy as np
 from ..edit import EditOptions, EditResult, apply_vector, fill_grey, fill_smooth, inpaint_options
 from ..features import Features
 from ..images import ImageSpec, merge_image, split_image, to_mask
-from ..postprocess import blend, compose, feather
+from ..postprocess import CHROMA_SIGMA, blend, compose, feather, smooth_chroma
 from ..progress import CancelFn, Event, ProgressFn
 from ..vgg import VGGFeatures
 from . import align as al
@@ -150,13 +150,15 @@ def edit_aligned(
     starts: Sequence[Photo] | None = None,
     feather_frac: float = 0.06,
     runner: CropRunner | None = None,
+    chroma_sigma: float = CHROMA_SIGMA,
 ) -> FaceEditResult:
     """Apply an attribute vector ``w`` (computed on size×size aligned neighbours) to the face in ``photo``.
 
     ``photo`` is the array (with ``mask``) or a :class:`Photo` (which carries its mask). ``w`` may be None
     when ``runner(crop 0..1, crop mask, progress)`` does the edit on the crop instead. ``starts``: one photo per
     strength that strength is edited from (the shape-and-tone results), with ``aligned`` their crops (one
-    :class:`AlignedFace` each, the photo's frame); all strengths still run as one batch.
+    :class:`AlignedFace` each, the photo's frame); all strengths still run as one batch. ``chroma_sigma``: the
+    change's colour is low-passed (:func:`smooth_chroma`; 0 keeps it, as a fill must).
     """
     p = Photo.of(photo, mask, options.max_pixels)
     faces = list(aligned) if isinstance(aligned, (list, tuple)) else \
@@ -167,7 +169,8 @@ def edit_aligned(
     def to_photo(edited: np.ndarray, i: int = 0) -> np.ndarray:
         """An edited crop (0..1) back into its start: only the change is warped, then blended."""
         q, crop = shown[min(i, len(shown) - 1)], faces[min(i, len(faces) - 1)].crop
-        back = al.warp_from_crop(edited.astype(np.float32) * 255.0 - crop, af.matrix, p.hw, fr.box)
+        change = smooth_chroma(edited.astype(np.float32) * 255.0 - crop, chroma_sigma)
+        back = al.warp_from_crop(change, af.matrix, p.hw, fr.box)
         out_rgb = blend(q.rgb, np.clip(q.rgb + back, 0.0, 255.0), fr.weight)
         return compose(q.pixels, merge_image(out_rgb, q.spec, q.alpha), fr.weight)
 
@@ -351,7 +354,8 @@ def inpaint_face(
     else:
         runner = two_stage(af, n, fill.solve, fill.prepare)
     res = edit_aligned(net, p, None, [strength], size=fine.size, options=options, detector=detector,
-                       whole_image=whole_image, progress=progress, cancel=cancel, aligned=fine, runner=runner)
+                       whole_image=whole_image, progress=progress, cancel=cancel, aligned=fine, runner=runner,
+                       chroma_sigma=0.0)
     res.info["pixel_iterations"] = pixel_iterations(n, af.size, fine.size)
     res.info.update({"attribute": "inpaint", "neighbours": {"count": len(idx)}})
     return res

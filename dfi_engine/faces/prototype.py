@@ -42,9 +42,11 @@ def tone_space(rgb: np.ndarray, form: str) -> np.ndarray:
     return np.log(rgb + TONE_OFFSET) if form == "ratio" else rgb
 
 
-def from_tone_space(v: np.ndarray, form: str) -> np.ndarray:
-    """The inverse of :func:`tone_space`."""
-    return np.exp(v) - TONE_OFFSET if form == "ratio" else v
+def apply_tone(rgb: np.ndarray, t: np.ndarray, form: str) -> np.ndarray:
+    """``rgb`` (levels) changed by the tone map ``t`` (already scaled by the strength; 0 is the identity)."""
+    return (rgb + TONE_OFFSET) * np.exp(t) - TONE_OFFSET if form == "ratio" else rgb + t
+
+
 TONE_WARP = "similarity"  # how each neighbour is brought to the mean shape for the tone: "mls" or "similarity"
 MIN_DENSE = 3  # faces with 68 points each set needs at least
 OCCLUDED = (0.3, 0.5)  # |log ratio| of the tone map around a point where its move starts to be ignored, and is

@@ -23,7 +23,7 @@ import numpy as np
 from ..edit import EditOptions, apply_vector
 from ..features import Features
 from ..images import split_image
-from ..postprocess import blend
+from ..postprocess import blend, smooth_chroma
 from ..progress import CancelFn, ProgressFn
 from ..vgg import VGGFeatures
 from . import align as al
@@ -179,7 +179,7 @@ class EditSession:
         if change is not None:
             m = self.face.matrix.copy()
             m[:, 2] += m[:, 0] * x0 + m[:, 1] * y0  # photo -> crop, read from the box's own pixels
-            back = al.warp_from_crop(change, m, rgb.shape[:2], (0, 0, x1 - x0, y1 - y0))
+            back = al.warp_from_crop(smooth_chroma(change), m, rgb.shape[:2], (0, 0, x1 - x0, y1 - y0))
             rgb = blend(rgb, np.clip(rgb + back, 0.0, 255.0), self.frame.weight[y0:y1, x0:x1])
         im = Image.fromarray(np.clip(np.rint(rgb), 0, 255).astype(np.uint8))
         scale = min(1.0, self.side / max(im.size))

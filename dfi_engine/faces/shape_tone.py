@@ -20,7 +20,7 @@ from ..images import merge_image, split_image, to_mask
 from ..postprocess import compose, feather
 from . import align as al
 from . import warp as wp
-from .prototype import TONE_OFFSET, Prototype, border_anchors, from_tone_space, tone_space
+from .prototype import Prototype, apply_tone, border_anchors
 
 TAPER = (0.72, 0.95)  # elliptical radius (1 = the face region's edge) where the edit starts to fade, and is gone
 ANCHORS = 32  # fixed points on the region's edge
@@ -74,7 +74,7 @@ def apply_prototype(photo: np.ndarray, face: al.AlignedFace, dense: np.ndarray, 
     rgb, alpha, spec = split_image(photo, max_pixels)
     size = proto.size
     m = al.rescale(face.matrix, face.size, size)  # photo -> the prototype's crop
-    _, box = al.region_in_photo(m, size, (spec.height, spec.width))
+    box = al.region_box(m, size, (spec.height, spec.width))
     inv_lin = al.invert(m)[:, :2]
     pts = np.asarray(dense, np.float64)
     moved = pts + (shape * proto.shape_delta) @ inv_lin.T
@@ -108,7 +108,9 @@ def apply_prototype(photo: np.ndarray, face: al.AlignedFace, dense: np.ndarray, 
         crop_nodes = al.apply(m, np.stack([gx.ravel(), gy.ravel()], 1))
         edited_crop = al.apply(m, pts) + damping * shape * proto.shape_delta
         src = wp.mls(edited_crop, proto.mean_shape, crop_nodes).reshape(gx.shape + (2,))
-        tone_nodes = _grid_sample(proto.tone, src[..., 0], src[..., 1]) * (tone * gw)[..., None]
+        # the map's coordinates and weight are smooth, so the grid carries them; the map itself is read at
+        # every pixel (read at the nodes, a painted edge would be spread over a grid cell)
+        tone_nodes = np.concatenate([src, (tone * gw)[..., None]], -1)
         info["tone"] = float(tone)
 
     x0, y0, x1, y1 = box
@@ -118,8 +120,9 @@ def apply_prototype(photo: np.ndarray, face: al.AlignedFace, dense: np.ndarray, 
     out = wp.bicubic(np.asarray(rgb[y0:y1, x0:x1], np.float32), xx + d[..., 0], yy + d[..., 1])
     changed = np.any(d != 0, axis=-1)
     if tone_nodes is not None:
-        t = wp.dense(fld, tone_nodes)
-        out = (out + TONE_OFFSET) * np.exp(t) - TONE_OFFSET if proto.form == "ratio" else out + t
+        at = wp.dense(fld, tone_nodes)
+        t = wp.sample(proto.tone, at[..., 0], at[..., 1]) * at[..., 2:]
+        out = apply_tone(out, t, proto.form)
         changed |= np.any(t != 0, axis=-1)
     # only the box is laid back into the input's format; every pixel that did not change is the input's own
     sub = merge_image(out, spec, None if alpha is None else alpha[y0:y1, x0:x1])
@@ -150,5 +153,5 @@ def prototype_on_crop(crop: np.ndarray, points: np.ndarray, proto: Prototype, sh
         f = wp.mls_field(np.concatenate([moved, anchors]), np.concatenate([proto.mean_shape, al.apply(al.invert(m),
                          anchors)]), (0, 0, size, size), nodes=max(2, size // 2))
         t = wp.apply_field(proto.tone, f)
-        out = from_tone_space(tone_space(out, proto.form) + tone * t, proto.form)
+        out = apply_tone(out, tone * t, proto.form)
     return np.clip(out, 0, 255)

@@ -226,6 +226,12 @@ def bicubic(src: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
     For the photo itself: a bilinear read softens every pixel a warp moves by a fraction (the whole face
     under a smile), a cubic one keeps its detail. Torch's sampler (the engine's own dependency) is fast."""
+    return sample(src, x, y, "bicubic")
+
+
+def sample(src: np.ndarray, x: np.ndarray, y: np.ndarray, mode: str = "bilinear") -> np.ndarray:
+    """``src`` (H, W, C) read at fractional (x, y) by torch's sampler (``mode`` "bilinear" or "bicubic"), edges
+    replicated: a fast read of many pixels (a tone map at every pixel of a 1000-px face)."""
     import torch
     import torch.nn.functional as F
 
@@ -233,6 +239,6 @@ def bicubic(src: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     img = torch.from_numpy(np.ascontiguousarray(src, np.float32)).permute(2, 0, 1)[None]
     gx = torch.from_numpy(np.asarray(x, np.float32)) * (2.0 / max(w - 1, 1)) - 1.0
     gy = torch.from_numpy(np.asarray(y, np.float32)) * (2.0 / max(h - 1, 1)) - 1.0
-    out = F.grid_sample(img, torch.stack([gx, gy], -1)[None], mode="bicubic", padding_mode="border",
+    out = F.grid_sample(img, torch.stack([gx, gy], -1)[None], mode=mode, padding_mode="border",
                         align_corners=True)
     return out[0].permute(1, 2, 0).numpy()
