@@ -1,7 +1,7 @@
 """The live strength slider (issue 23) in the edit dialog of a real GIMP 3.0 and 3.2, under Xvfb, with xdotool.
 
 Filters → DFI → Smile… opened interactively on grace_hopper, with the real daemon and face database of
-tests/test_gimp_smile.py (its fixtures). The slider is moved three times with the keyboard; each resting place
+tests/helpers/gimp_smile.py (the fixtures). The slider is moved three times with the keyboard; each resting place
 must bring a new preview into the dialog (the plug-in saves every preview it shows when DFI_LIVE_DEBUG names a
 folder), different from the one before and equal to what the daemon itself previews for that strength. OK then
 renders the strengths kept with "Add this strength" as layers that one Ctrl+Z removes; Cancel after moving
@@ -19,15 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import test_gimp_smile as smile
 from dfi_daemon import known_truth as kt
 from dfi_wire import protocol as P
+from helpers import gimp_smile
 from helpers.gimp_harness import Gimp, wait_file
 from PIL import Image
 
-gimp, smile_db = smile.gimp, smile.smile_db  # its fixtures: a GIMP per version, its daemon, the face database
-
 pytestmark = pytest.mark.slow  # a real GIMP GUI and a daemon process
+gimp, smile_db = gimp_smile.gimp, gimp_smile.smile_db  # the shared fixtures (tests/helpers/gimp_smile.py)
+UNDO_RECT = gimp_smile.UNDO_RECT
 
 PROC = "plug-in-dfi-smile"
 DIALOG = "^DFI: Smile"
@@ -186,7 +186,7 @@ def test_cancel_after_moving_leaves_the_image_and_its_undo_history(gimp):
         gimp.xdotool(display, "windowfocus", "--sync", window, "key", "--clearmodifiers", "ctrl+z")
 
     gimp.add_steps(STEPS)
-    run = gimp.run([{"op": "load", "path": gimp.photo}, {"op": "select", "rect": list(smile.UNDO_RECT)},
+    run = gimp.run([{"op": "load", "path": gimp.photo}, {"op": "select", "rect": list(UNDO_RECT)},
                     {"op": "clean"},
                     {"op": "call", "proc": PROC, "interactive": True, "args": {"strengths": "", **ARGS}},
                     {"op": "state"}, {"op": "display", "timeout": 8}, {"op": "dump"}],

@@ -18,7 +18,6 @@ version of the face before, after and their difference (×4), for looking at.
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
@@ -27,61 +26,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from dfi_daemon import known_truth as kt
-from helpers.daemon_process import DaemonProcess
-from helpers.gimp_harness import Gimp, build_root, free_port, versions, wait_file
-from PIL import Image
+from helpers import gimp_smile
+from helpers.gimp_harness import Gimp, wait_file
 
 pytestmark = pytest.mark.slow  # a real GIMP and a daemon process
+gimp, smile_db = gimp_smile.gimp, gimp_smile.smile_db  # the shared fixtures (tests/helpers/gimp_smile.py)
+UNDO_RECT = gimp_smile.UNDO_RECT
 
 PROC = "plug-in-dfi-smile"
 FLAG = (slice(0, 300), slice(0, 110))  # rows, columns of grace_hopper's flag, well left of her face
 CORNER = (slice(0, 50), slice(0, 50))
-UNDO_RECT = (120, 60, 300, 360)  # image coordinates (x, y, w, h): her face, for the undo run's selection
 MIN_MOVE = 0.3  # px in the 128-px aligned crop: each corner's move towards the truth, at least
-
-
-@pytest.fixture(scope="module")
-def smile_db(tmp_path_factory):
-    """A two-folder database whose attribute is named ``smile`` (so the plug-in's Smile… uses it), from the
-    known warp; built as known_truth.smile_set builds its ``smile_x`` set."""
-    from dfi_engine.faces import database as dbm
-    from dfi_engine.faces.builder import build
-
-    root = tmp_path_factory.mktemp("smile-db")
-    det = kt.detector()
-    astro = kt.astronaut()
-    without = kt.jitter_crops(astro, kt.dense_points(det, astro), 12, seed=1)
-    shares = kt.LIFT * (1 + np.random.default_rng(5).uniform(-0.2, 0.2, len(without)))
-    with_ = [kt.truth_warp(im, kt.dense_points(det, im), s) for im, s in zip(without, shares)]
-    plan = dbm.plan_from_folders(kt.write(root / "with", with_), kt.write(root / "without", without), "smile",
-                                 "Smile (known warp)")
-    build(root / "db", plan, 128, progress=False)
-    return root / "db"
-
-
-@pytest.fixture(scope="module", params=versions(), ids=lambda v: f"gimp{v}")
-def gimp(request, smile_db, tmp_path_factory):
-    root, why = build_root(request.param)
-    if root is None:
-        pytest.skip(f"real GIMP {request.param} tests skipped: {why}")
-    g = Gimp(root, "pytest-smile")
-    assert g.version == request.param
-    daemon = DaemonProcess(tmp_path_factory.mktemp("smile-daemon"), endpoint=f"tcp://127.0.0.1:{free_port()}",
-                           threads=2, database=str(smile_db)).start()
-    try:
-        report = g.install(daemon.endpoint, daemon.config / "local-keys")
-        assert "verified with GIMP's Python" in report, report
-        buf = io.BytesIO()
-        Image.fromarray(kt.grace()).save(buf, "PNG")
-        g.photo = g.put("grace_hopper.png", buf.getvalue())
-        g.daemon = daemon
-        with daemon.client() as c:
-            g.smile = next(a for a in c.attributes()["attributes"] if a["name"] == "smile")
-        g.strength = f"{g.smile['default_strength']:g}"  # 100 % of the learnt smile
-        yield g
-    finally:
-        daemon.stop()
-        g.cleanup()
 
 
 def smile_call(g: Gimp) -> dict:

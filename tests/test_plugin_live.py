@@ -12,11 +12,10 @@ import threading
 import time
 
 import pytest
-import test_gimp_smile
+from helpers import gimp_smile
 from helpers.installed_plugin import installed_module
 
-smile_db = test_gimp_smile.smile_db  # its fixture: a face database whose attribute "smile" is a known warp
-
+smile_db = gimp_smile.smile_db  # the shared fixture (tests/helpers/gimp_smile.py)
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
