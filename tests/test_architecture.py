@@ -18,13 +18,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 # Where import names start: the three source roots of pyproject.toml, the plug-in folder as GIMP lays it
-# out (flat: dfi_bridge, dfi_preview, dfi_live), the tests (helpers.*), and the checkout itself (daemon.dfi_wire…
-# would be a second name, so it is a root too).
+# out (flat: dfi_bridge, dfi_link, dfi_preview, dfi_live), the tests (helpers.*), and the checkout itself
+# (daemon.dfi_wire… would be a second name, so it is a root too).
 ROOTS = (REPO / "daemon", REPO / "plugin", REPO / "plugin" / "dfi_plugin", REPO / "tests", REPO)
 CHECKED = ("dfi_engine", "daemon", "plugin", "install", "tests")
 BY_PATH = {"spec_from_file_location", "SourceFileLoader", "run_path", "load_source", "SourcelessFileLoader"}
 WIRE_ALLOWED = {"zmq", "msgpack", "dfi_wire"}  # plus the standard library
-PLUGIN_ALLOWED = WIRE_ALLOWED | {"gi", "dfi_bridge", "dfi_preview", "dfi_live"}
+PLUGIN_ALLOWED = WIRE_ALLOWED | {"gi", "dfi_bridge", "dfi_link", "dfi_preview", "dfi_live"}
 HEAVY = ("torch", "numpy", "PIL", "scipy", "dfi_engine", "dfi_daemon")
 
 
@@ -171,7 +171,7 @@ def loads_without(imports: str, banned: tuple[str, ...]) -> None:
 
 
 def test_wire_and_bridge_load_without_heavy_modules():
-    loads_without("import dfi_wire.protocol, dfi_wire.client, dfi_bridge", HEAVY)
+    loads_without("import dfi_wire.protocol, dfi_wire.client, dfi_bridge, dfi_link", HEAVY)
 
 
 def test_talking_to_the_daemon_does_not_load_the_engine():
@@ -197,10 +197,11 @@ def test_the_front_door_holds_only_io():
 
 # The edit path a newcomer follows (issue 21): the client, the protocol, the daemon's dispatch, the runner, the
 # neighbour sources, the face pipeline and the engine's edit. Each function small enough to read at once.
-EDIT_PATH = ("daemon/dfi_wire/client.py", "daemon/dfi_wire/protocol.py", "daemon/dfi_daemon/server/daemon.py",
+EDIT_PATH = ("daemon/dfi_wire/client.py", "daemon/dfi_wire/protocol.py", "daemon/dfi_wire/validation.py",
+             "daemon/dfi_daemon/server/daemon.py",
              "daemon/dfi_daemon/server/runner.py", "daemon/dfi_daemon/server/sources.py",
              "dfi_engine/faces/pipeline.py", "dfi_engine/faces/session.py", "dfi_engine/edit.py",
-             "plugin/dfi_plugin/gimp-dfi.py", "plugin/dfi_plugin/dfi_bridge.py")
+             "plugin/dfi_plugin/gimp-dfi.py", "plugin/dfi_plugin/dfi_bridge.py", "plugin/dfi_plugin/dfi_link.py")
 MAX_COMPLEXITY = 10  # ruff's C901 (mccabe)
 MAX_LINES = 60  # a function, from its def (or first decorator) to its last line
 

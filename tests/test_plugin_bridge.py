@@ -27,6 +27,13 @@ def bridge(tmp_path_factory):
         yield module
 
 
+@pytest.fixture(scope="module")
+def link(tmp_path_factory):
+    """dfi_link (the daemon connection) imported from a plug-in folder made by the installer."""
+    with installed_module(tmp_path_factory.mktemp("gimp") / "3.0", "dfi_link") as module:
+        yield module
+
+
 def test_strengths(bridge):
     assert bridge.parse_strengths("0.4, 0.8 1.2;2") == [0.4, 0.8, 1.2, 2.0]
     assert bridge.parse_strengths("  ") is None
@@ -210,11 +217,11 @@ def test_settings_from_file_and_environment(bridge, tmp_path):
         bridge.Settings.load(tmp_path, env={})
 
 
-def test_no_daemon_and_no_autostart_fails_fast(bridge, tmp_path):
+def test_no_daemon_and_no_autostart_fails_fast(bridge, tmp_path, link):
     s = bridge.Settings(endpoint=f"ipc://{tmp_path}/none.sock", autostart=False, connect_timeout_s=1.0)
     t0 = time.monotonic()
     with pytest.raises(bridge.PluginError, match="not running") as e:
-        bridge.connect(s)
+        link.connect(s)
     assert time.monotonic() - t0 < 5
     assert "dfi daemon start" in str(e.value)
 
@@ -229,11 +236,11 @@ def runtime(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow  # the real dfi starts a daemon process
-def test_autostart_through_the_real_dfi(bridge, runtime):
+def test_autostart_through_the_real_dfi(bridge, runtime, link):
     s = bridge.Settings(endpoint=f"ipc://{runtime}/daemon.sock", dfi=[DFI], daemon_args=FAST_DAEMON,
                         connect_timeout_s=1.0, start_timeout_s=120)
     said, pulses = [], []
-    client = bridge.connect(s, said.append, lambda: pulses.append(1))
+    client = link.connect(s, said.append, lambda: pulses.append(1))
     try:
         assert client.ping()["type"] == "pong"
         assert "RANDOM" in client.hello()["weights"]
@@ -243,29 +250,29 @@ def test_autostart_through_the_real_dfi(bridge, runtime):
 
 
 @pytest.mark.slow  # the real dfi tries to start a daemon process
-def test_autostart_failure_says_why(bridge, runtime):
+def test_autostart_failure_says_why(bridge, runtime, link):
     s = bridge.Settings(endpoint=f"ipc://{runtime}/daemon.sock", dfi=[DFI], connect_timeout_s=0.5,
                         daemon_args=["--weights", str(runtime / "missing.pth"), "--database", "none"])
     with pytest.raises(bridge.PluginError, match="Starting the DFI daemon failed") as e:
-        bridge.connect(s)
+        link.connect(s)
     assert "missing.pth" in str(e.value)
     s.dfi = [str(runtime / "no-such-dfi")]
     with pytest.raises(bridge.PluginError, match="Could not run"):
-        bridge.connect(s)
+        link.connect(s)
 
 
 @pytest.mark.slow  # a daemon process runs the job
-def test_progress_events_reach_the_callback(bridge, tmp_path):
+def test_progress_events_reach_the_callback(bridge, tmp_path, link):
     import numpy as np
 
     rgba = np.random.default_rng(0).integers(0, 255, (40, 48, 4), np.uint8).tobytes()
     with DaemonProcess(tmp_path) as daemon:
-        client = bridge.connect(bridge.Settings(endpoint=daemon.endpoint))
+        client = link.connect(bridge.Settings(endpoint=daemon.endpoint))
         try:
             msg = bridge.P.edit_request(bridge.P.image_map(rgba, 48, 40, "RGBA8"), "facehair", [1.0, 2.0],
                                         **bridge.edit_options("fast", 2, "channel", "auto"))
             seen = []
-            result = bridge.run_job(client, msg, lambda f, text: seen.append((f, text)))
+            result = link.run_job(client, msg, lambda f, text: seen.append((f, text)))
             hint = bridge.quality_hint(client.server)  # the line the dialog shows, from a real daemon's hello
         finally:
             client.close()
@@ -276,15 +283,15 @@ def test_progress_events_reach_the_callback(bridge, tmp_path):
     assert any("iteration" in text for _, text in seen), seen
 
 
-def test_the_progress_text_estimates_the_time_left(bridge):
+def test_the_progress_text_estimates_the_time_left(link):
     now = [0.0]
-    eta = bridge.Eta(lambda: now[0])
+    eta = link.Eta(lambda: now[0])
     assert eta.update("features", 0.1) is None, "only the reconstruction's pace counts"
     assert eta.update("reconstruct", 0.25) is None
     now[0] = 10.0
     left = eta.update("reconstruct", 0.50)  # a quarter of the job in 10 s: half of it in 20 s
     assert left == pytest.approx(20.0)
-    told = bridge.Eta(lambda: now[0])  # the daemon's estimate counts until the reconstruction's pace is known
+    told = link.Eta(lambda: now[0])  # the daemon's estimate counts until the reconstruction's pace is known
     told.expect(30.0)
     assert told.update("queued", 0.0) is None, "waiting behind other jobs is not this job's time"
     now[0] = 15.0
@@ -294,11 +301,11 @@ def test_the_progress_text_estimates_the_time_left(bridge):
     assert told.update("reconstruct", 0.25) == pytest.approx(22.0)
     now[0] = 33.0
     assert told.update("reconstruct", 0.50) == pytest.approx(20.0), "then the measured pace takes over"
-    assert [bridge.duration(s) for s in (0.2, 44.6, 200, 1500, 3900)] == ["1 s", "45 s", "3 min 20 s", "25 min",
+    assert [link.duration(s) for s in (0.2, 44.6, 200, 1500, 3900)] == ["1 s", "45 s", "3 min 20 s", "25 min",
                                                                             "1 h 5 min"]
 
 
-def test_a_wedged_job_is_cancelled_after_the_stall_timeout(bridge):
+def test_a_wedged_job_is_cancelled_after_the_stall_timeout(bridge, link):
     """A daemon that answers heartbeats but never progresses (a fake: the real one cannot be wedged on purpose)."""
     import threading
 
@@ -324,15 +331,30 @@ def test_a_wedged_job_is_cancelled_after_the_stall_timeout(bridge):
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    client = bridge.Client(f"tcp://127.0.0.1:{port}", timeout=5.0)
+    client = link.Client(f"tcp://127.0.0.1:{port}", timeout=5.0)
     try:
         msg = bridge.P.edit_request(bridge.P.image_map(b"\0" * 32 * 32 * 3, 32, 32, "RGB8"), "facehair", [1.0])
         t0 = time.monotonic()
-        with pytest.raises(bridge.DaemonError, match="made no progress") as e:
-            bridge.run_job(client, msg, lambda f, t: None, stall_timeout=1.5)
+        with pytest.raises(link.DaemonError, match="made no progress") as e:
+            link.run_job(client, msg, lambda f, t: None, stall_timeout=1.5)
         assert e.value.code == "stalled" and 1.5 <= time.monotonic() - t0 < 5
         thread.join(5)
         assert cancelled == ["job-1"], "the stalled job was not cancelled on the daemon"
     finally:
         client.close()
         router.close(linger=0)
+
+
+def test_the_gimp_side_uses_only_names_the_bridge_and_the_link_define(bridge, link):
+    """gimp-dfi.py and dfi_live.py run only inside GIMP (they import gi): a name they take from dfi_bridge (``B.``)
+    or dfi_link (``L.``) that is not there fails only there, and only on that path (an error's handler, say).
+    Read them and check every such name against the installed modules."""
+    import re
+
+    for name in ("gimp-dfi.py", "dfi_live.py"):
+        text = (REPO / "plugin" / "dfi_plugin" / name).read_text(encoding="utf-8")
+        for alias, module in (("B", bridge), ("L", link)):
+            used = set(re.findall(rf"(?<![\w.]){alias}\.([A-Za-z_]\w*)", text))
+            assert used, f"{name} uses nothing from {alias}: the check reads the wrong alias"
+            missing = sorted(n for n in used if not hasattr(module, n))
+            assert not missing, f"{name}: {alias}.{missing} do not exist in {module.__name__}"

@@ -157,7 +157,7 @@ def test_the_worker_previews_through_a_real_daemon(live, smile_db, tmp_path):
 
     with DaemonProcess(tmp_path, "--session-idle-s", "5", database=str(smile_db), threads=2) as daemon:
         def connect():
-            client = live.B.connect(live.B.Settings(endpoint=daemon.endpoint))
+            client = live.L.connect(live.B.Settings(endpoint=daemon.endpoint))
             real = client.preview
 
             def preview(session, attribute, strength, *, image=None, **kw):  # the real call, recorded

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import dfi_bridge as B
+import dfi_link as L
 from dfi_wire.client import DaemonError
 
 DEBOUNCE_S = 0.1  # the slider must rest this long before its value is sent (+ ~0.08 s instant look: < 0.2 s)
@@ -248,7 +249,7 @@ class PreviewWorker:
                         return
                     self._send(req)
                 except (DaemonError, B.PluginError) as e:
-                    self.post(self.fail, B.describe(e))
+                    self.post(self.fail, L.describe(e))
         finally:
             if self.client is not None:
                 self._close_session()
@@ -384,7 +385,7 @@ class LivePanel:
         try:
             text = self.sync.add(self.config.get_property("strengths") or "", self.adjust.get_value())
         except B.PluginError as e:
-            self.status.set_text(B.describe(e))
+            self.status.set_text(L.describe(e))
             return
         self.config.set_property("strengths", text)
 
@@ -432,4 +433,4 @@ def attach(dialog: Any, config: Any, item: B.MenuItem, attrs: list[dict], region
     to preview (no attributes)."""
     if item.inpaint or not attrs:
         return None
-    return LivePanel(dialog, config, item, attrs, region, lambda: B.connect(settings))
+    return LivePanel(dialog, config, item, attrs, region, lambda: L.connect(settings))

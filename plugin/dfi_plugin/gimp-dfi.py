@@ -28,6 +28,7 @@ gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 gi.require_version("Babl", "0.1")
 import dfi_bridge as B  # noqa: E402
+import dfi_link as L  # noqa: E402
 from dfi_wire import protocol as P  # noqa: E402
 from gi.repository import Babl, Gegl, Gimp, GLib, GObject  # noqa: E402
 
@@ -93,14 +94,14 @@ class DFIPlugIn(Gimp.PlugIn):
         MARKS["run"] = time.time()
         try:
             return self._run(procedure, item, run_mode, image, drawables, config)
-        except B.DaemonError as e:
+        except L.DaemonError as e:
             if e.code == "cancelled":  # the user pressed Cancel in the preview window
                 return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
-            return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(B.describe(e)))
+            return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(L.describe(e)))
         except Exception as e:  # every failure becomes an error status with a message, never SUCCESS
             if not isinstance(e, B.PluginError):
                 traceback.print_exc()
-            return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(B.describe(e)))
+            return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(L.describe(e)))
         finally:
             if os.environ.get("DFI_PLUGIN_TIMING"):
                 sys.stderr.write(f"[gimp-dfi] timing {json.dumps(MARKS)}\n")
@@ -117,10 +118,10 @@ class DFIPlugIn(Gimp.PlugIn):
         settings = B.Settings.load()
         interactive = run_mode == Gimp.RunMode.INTERACTIVE
         Gimp.progress_init(f"DFI: {B.layer_noun(item.label)}")
-        client = B.connect(settings, Gimp.progress_set_text, Gimp.progress_pulse)
+        client = L.connect(settings, Gimp.progress_set_text, Gimp.progress_pulse)
         MARKS["connected"] = time.time()
         try:
-            attrs = [] if item.inpaint else B.attributes(client)
+            attrs = [] if item.inpaint else L.attributes(client)
             region = None
             if interactive and not item.inpaint:  # read first: the dialog's live preview edits this region
                 region = _read_region(image, drawable, False, client.limits.get("max_pixels", P.DEFAULT_MAX_PIXELS))
@@ -261,7 +262,7 @@ def _run_edit(client, plan, stall_timeout_s, preview_s):
 
     MARKS["sent"] = time.time()
     try:
-        result = B.run_job(client, plan.msg, progress, MARKS, stall_timeout_s,
+        result = L.run_job(client, plan.msg, progress, MARKS, stall_timeout_s,
                            preview=window.show if window else None,
                            cancel=(lambda: window.cancelled) if window else (lambda: False))
     finally:

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import ModuleType
 
 DFI = str(Path(sys.executable).parent / "dfi")
-PLUGIN_MODULES = ("dfi_bridge", "dfi_preview", "dfi_live")
+PLUGIN_MODULES = ("dfi_bridge", "dfi_link", "dfi_preview", "dfi_live")
 
 
 @contextmanager

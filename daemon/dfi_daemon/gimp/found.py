@@ -34,6 +34,7 @@ KEYS = "keys"  # dfi_plugin/dfi_bridge.py KEYS_DIR: the CURVE keys the plug-in p
 PLUGIN_FILES = (  # (file of the dfi_plugin package, destination in the plug-in folder, mode)
     ("gimp-dfi.py", "gimp-dfi.py", 0o755),
     ("dfi_bridge.py", "dfi_bridge.py", 0o644),
+    ("dfi_link.py", "dfi_link.py", 0o644),  # the daemon connection, jobs and their progress
     ("dfi_preview.py", "dfi_preview.py", 0o644),  # the live preview window (GTK; interactive runs)
     ("dfi_live.py", "dfi_live.py", 0o644),  # the dialog's live strength slider (GTK; interactive runs)
 )
@@ -360,7 +361,7 @@ LOAD_CHECK = """
 import json, sys, py_compile
 sys.path[:0] = {paths!r}
 import zmq, msgpack
-import dfi_wire.protocol, dfi_wire.client, dfi_bridge
+import dfi_wire.protocol, dfi_wire.client, dfi_bridge, dfi_link
 py_compile.compile({plugin!r}, doraise=True, cfile={cfile!r})
 s = dfi_bridge.Settings.load()
 print(json.dumps({{"zmq": zmq.__file__, "msgpack": msgpack.__file__, "endpoint": s.endpoint,
