@@ -19,7 +19,7 @@ import pytest
 from dfi_daemon.gimp.found import PLUGIN_FILES, plugin_folder
 from helpers.daemon_process import env_for
 from helpers.gimp_fakes import plugin_bridge
-from helpers.gimp_harness import Gimp, build_root, versions
+from helpers.gimp_harness import Gimp, root_or_skip, versions
 from helpers.wheel_venv import REPO, wheel_venv
 
 pytestmark = pytest.mark.slow  # a real GIMP in a Debian root, the wheel in a new venv
@@ -54,9 +54,7 @@ def registered(dfi: str, env: dict[str, str], root: Path, version: str) -> dict:
 
 @pytest.mark.parametrize("version", versions())
 def test_install_into_the_default_profile_of_each_gimp_and_uninstall(version, tmp_path, dfi):
-    root, why = build_root(version)
-    if root is None:
-        pytest.skip(f"real GIMP {version} tests skipped: {why}")
+    root = root_or_skip(version)
     profiles = root / "root" / ".config" / "GIMP"
     existed = profiles.exists()
     profile = profiles / version

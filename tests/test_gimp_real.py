@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers.daemon_process import DaemonProcess
-from helpers.gimp_harness import Gimp, build_root, free_port, versions, wait_file
+from helpers.gimp_harness import Gimp, free_port, gimp_for, versions, wait_file
 from PIL import Image
 
 pytestmark = pytest.mark.slow  # a real GIMP (3.0 and 3.2) and a daemon process
@@ -52,11 +52,7 @@ def rect_mask(rect: tuple[int, int, int, int], shape: tuple[int, int]) -> np.nda
 
 @pytest.fixture(scope="module", params=versions(), ids=lambda v: f"gimp{v}")
 def gimp(request, tmp_path_factory):
-    root, why = build_root(request.param)
-    if root is None:
-        pytest.skip(f"real GIMP {request.param} tests skipped: {why}")
-    g = Gimp(root, "pytest")
-    assert g.version == request.param
+    g = gimp_for(request.param, "pytest")
     daemon = DaemonProcess(tmp_path_factory.mktemp("gimp-daemon"), endpoint=f"tcp://127.0.0.1:{free_port()}",
                            threads=2).start()
     report = g.install(daemon.endpoint, daemon.config / "local-keys")

@@ -76,6 +76,16 @@ def build_root(version: str = "3.0") -> tuple[Path | None, str]:
     return root, ""
 
 
+def root_or_skip(version: str) -> Path:
+    """The root holding GIMP ``version``; the calling test is skipped, with the reason, where none can be built."""
+    import pytest
+
+    root, why = build_root(version)
+    if root is None:
+        pytest.skip(f"real GIMP {version} tests skipped: {why}")
+    return root
+
+
 DTYPES = {"u8": np.uint8, "u16": np.uint16, "float": np.float32}
 
 
@@ -257,6 +267,13 @@ class Gimp:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.work, ignore_errors=True)
+
+
+def gimp_for(version: str, name: str) -> Gimp:
+    """A GIMP ``version`` session named ``name`` (its own folder and profile in the root), or the test skipped."""
+    g = Gimp(root_or_skip(version), name)
+    assert g.version == version
+    return g
 
 
 def free_port() -> int:

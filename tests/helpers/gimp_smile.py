@@ -13,7 +13,7 @@ from dfi_daemon import known_truth as kt
 from PIL import Image
 
 from helpers.daemon_process import DaemonProcess
-from helpers.gimp_harness import Gimp, build_root, free_port, versions
+from helpers.gimp_harness import free_port, gimp_for, versions
 
 UNDO_RECT = (120, 60, 300, 360)  # image coordinates (x, y, w, h): grace_hopper's face, for a selection
 
@@ -39,11 +39,7 @@ def smile_db(tmp_path_factory):
 
 @pytest.fixture(scope="module", params=versions(), ids=lambda v: f"gimp{v}")
 def gimp(request, smile_db, tmp_path_factory):
-    root, why = build_root(request.param)
-    if root is None:
-        pytest.skip(f"real GIMP {request.param} tests skipped: {why}")
-    g = Gimp(root, "pytest-smile")
-    assert g.version == request.param
+    g = gimp_for(request.param, "pytest-smile")
     daemon = DaemonProcess(tmp_path_factory.mktemp("smile-daemon"), endpoint=f"tcp://127.0.0.1:{free_port()}",
                            threads=2, database=str(smile_db)).start()
     try:
