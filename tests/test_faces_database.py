@@ -354,6 +354,28 @@ def test_attribute_definitions_ship_and_extend(tmp_path):
         load_definitions([user])
 
 
+def test_each_attribute_names_how_its_tone_is_carried(tmp_path):
+    """Covers (beards, glasses, a two-folder paint) blend towards their own colour; shading and greying keep the
+    face's colours under a ratio. A user file may change either; a wrong name is a one-line error."""
+    d = load_definitions()
+    assert {n for n, a in d.attributes.items() if a.tone_form == "alpha"} == {"facehair", "moustache", "eyeglasses"}
+    assert d.attributes["older"].tone_form == "ratio" and d.custom_mix["tone_form"] == "alpha"
+    user = tmp_path / "attributes.toml"
+    user.write_text('[custom]\ntone_form = "ratio"\n[attribute.older]\nsource = { young = true }\n'
+                    'target = { young = false }\ntone_form = "alpha"\n')
+    d2 = load_definitions([user])
+    assert d2.custom_mix["tone_form"] == "ratio" and d2.attributes["older"].tone_form == "alpha"
+
+    class Db:
+        custom = {"paint": {"label": "Paint"}}
+
+    assert d.get("paint", Db()).tone_form == "alpha" and d2.get("paint", Db()).tone_form == "ratio"
+    user.write_text('[attribute.older]\nsource = { young = true }\ntarget = { young = false }\ntone_form = "log"\n')
+    with pytest.raises(AttributeDefinitionError, match="tone_form") as e:
+        load_definitions([user])
+    assert "\n" not in str(e.value) and "ratio, alpha, additive" in str(e.value)
+
+
 @pytest.mark.slow  # coarse-to-fine fill, ~30 s of CPU here
 def test_fill_above_the_databases_size_runs_coarse_to_fine_and_keeps_the_rest(net, lfw_db):
     photo = face(np.random.default_rng(42), True, 2 * RES)

@@ -20,6 +20,7 @@ from .errors import AttributeDefinitionError
 BUILTIN = Path(__file__).resolve().parent.parent / "data" / "attributes.toml"
 KINDS = ("attribute", "inpaint")
 COMPONENTS = ("shape", "tone", "texture")  # prototype landmark shape, prototype tone, DFI texture
+TONE_FORMS = ("ratio", "alpha", "additive")  # how the tone change is carried to another face (prototype.py)
 
 
 def snake(name: str) -> str:
@@ -42,6 +43,7 @@ class AttributeDef:
     shape: float = 1.0  # weight of each component at a given strength (1 = the prototype's full change)
     tone: float = 1.0
     texture: float = 1.0
+    tone_form: str = TONE_FORMS[0]  # "alpha" for an attribute that covers the face (glasses, a beard, paint)
 
     def weights(self) -> dict[str, float]:
         """The components' weights; inpainting is texture only."""
@@ -65,7 +67,7 @@ class Definitions:
     attributes: dict[str, AttributeDef]
     vocabulary: dict[str, dict[str, str]]
     sources: list[str]
-    custom_mix: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COMPONENTS, 1.0))
+    custom_mix: dict[str, float | str] = field(default_factory=lambda: dict.fromkeys(COMPONENTS, 1.0))
 
     def get(self, name: str, database=None) -> AttributeDef:
         """Definition by name; a database's own custom (two-folder) attributes win over shipped ones."""
@@ -165,8 +167,12 @@ def _parse(name: str, entry: dict, where: str) -> AttributeDef:
             raise AttributeDefinitionError(f"{where}: attribute {name}: {c} must be a number from 0 to 10.",
                                            f"Example: {c} = 1.0 (0 turns the component off).")
         weights[c] = float(v)
+    tone_form = entry.get("tone_form", TONE_FORMS[0])
+    if tone_form not in TONE_FORMS:
+        raise AttributeDefinitionError(f"{where}: attribute {name}: unknown tone_form {tone_form!r}.",
+                                       f"Use one of {', '.join(TONE_FORMS)}.")
     return AttributeDef(name, str(entry.get("label", name)), kind, source, target,
-                        tuple(snake(m) for m in match), strength, scaling, **weights)
+                        tuple(snake(m) for m in match), strength, scaling, **weights, tone_form=tone_form)
 
 
 def load_definitions(paths: Sequence[str | Path] = (), builtin: bool = True) -> Definitions:
@@ -192,6 +198,7 @@ def load_definitions(paths: Sequence[str | Path] = (), builtin: bool = True) -> 
         for name, entry in data.get("attribute", {}).items():
             attrs[snake(name)] = _parse(snake(name), entry, str(f))
         if "custom" in data:
-            mix = _parse("custom", {**data["custom"], "source": {"x": False}, "target": {"x": True}}, str(f)).weights()
+            entry = _parse("custom", {**data["custom"], "source": {"x": False}, "target": {"x": True}}, str(f))
+            mix = {**entry.weights(), "tone_form": entry.tone_form}
         used.append(str(f))
     return Definitions(attrs, vocab, used, custom_mix=mix)

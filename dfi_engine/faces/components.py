@@ -21,7 +21,7 @@ from .attributes import COMPONENTS
 from .calibrate import learn_calibrated
 from .errors import DatabaseError
 from .landmarks import FaceDetector
-from .prototype import MIN_DENSE, Prototype, learn
+from .prototype import FORMS, MIN_DENSE, Prototype, learn
 from .shape_tone import ShapeToneResult, apply_prototype, prototype_on_crop
 
 
@@ -50,7 +50,7 @@ class ShapeTone:
 
     def __init__(self, photo: np.ndarray, face: al.AlignedFace, database, selection, default_strength: float,
                  weights: Mapping[str, float], detector: FaceDetector | None = None, mask: np.ndarray | None = None,
-                 max_pixels: int = 50_000_000, tone_form: str = "ratio") -> None:
+                 max_pixels: int = 50_000_000, tone_form: str = FORMS[0]) -> None:
         if not face.aligned:
             raise InputError("Shape and tone edits need a detected face.",
                              "Run with components=['texture'] instead.")

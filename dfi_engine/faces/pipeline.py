@@ -225,7 +225,7 @@ def edit_attribute(
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
     components: Collection[str] | Mapping[str, float] | None = None,
-    tone_form: str = "ratio",
+    tone_form: str | None = None,
 ) -> FaceEditResult:
     """The whole edit for a named attribute: align, pick neighbours, shape and tone prototypes, then DFI texture.
 

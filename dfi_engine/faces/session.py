@@ -54,7 +54,7 @@ class EditSession:
                  detector=None, whole_image: bool = False, k: int = 100, minimum: int = 10, cache=None,
                  components: Collection[str] | Mapping[str, float] | None = None,
                  given: Mapping[str, float] | None = None, rerank_landmarks: bool = False,
-                 tone_form: str = "ratio", progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+                 tone_form: str | None = None, progress: ProgressFn | None = None, cancel: CancelFn | None = None,
                  side: int = PREVIEW_SIDE) -> None:
         from .components import component_weights
 
@@ -228,7 +228,7 @@ def _usable(job: _Edit, sel, af: al.AlignedFace, weights: dict[str, float], aske
 
 
 def _shape_tone(job: _Edit, attribute, af: al.AlignedFace, sel, weights: Mapping[str, float],
-                tone_form: str) -> tuple[Any, Any]:
+                tone_form: str | None) -> tuple[Any, Any]:
     """The shape and tone prototypes learnt for this photo (None without them), and the change DFI's texture is
     learnt on top of (None without them)."""
     if not (weights["shape"] or weights["tone"]):
@@ -238,7 +238,7 @@ def _shape_tone(job: _Edit, attribute, af: al.AlignedFace, sel, weights: Mapping
 
     base = attribute.strength if attribute.strength is not None else defaults_for(job.net.backbone).strength
     st = ShapeTone(job.photo.pixels, af, job.database, sel, base, weights, job.detector, job.photo.mask,
-                   job.options.max_pixels, tone_form)
+                   job.options.max_pixels, tone_form or attribute.tone_form)
     return st, residual_change(job.database, st.proto, weights)  # DFI learns the texture shape and tone leave
 
 

@@ -8,7 +8,8 @@
   the truth; whether anything outside the face region changed;
 * **tone**: a dark patch whose darkness and place vary between 12 examples; on grace_hopper:
   progress towards the painted truth inside, the chroma of (result − truth) inside (BT.601 CbCr,
-  levels), the largest brightening in a ring around it;
+  levels), the largest brightening in a ring around it (luminance, and any one channel); in the form
+  a two-folder attribute uses (alpha: towards the cover's colour) and, to compare, the ratio;
 * **speed**: shape and tone applied to a ~1000-px portrait (grace_hopper enlarged), median of 5 runs,
   without the face detection (which the daemon does once per image).
 """
@@ -72,15 +73,18 @@ def _known_warp(fx: Any, det: Any, root: Path, grace: np.ndarray, out: Path) -> 
             "outside_unchanged": bool(np.array_equal(res.image[region == 0], grace[region == 0]))}
 
 
-def _tone(fx: Any, det: Any, root: Path, grace: np.ndarray, out: Path) -> dict[str, Any]:
+def _tone(fx: Any, det: Any, s: dict[str, Any], grace: np.ndarray, out: Path, form: str | None = None,
+          ) -> dict[str, Any]:
+    """The patch set's (``fx.patch_set``) tone in ``form`` (default: what a two-folder attribute uses)."""
     from scipy import ndimage
 
     from dfi_engine.faces import prototype as pr
     from dfi_engine.faces import shape_tone as st
+    from dfi_engine.faces.attributes import load_definitions
     from dfi_engine.faces.pipeline import align_photo
 
-    s = fx.patch_set(root / "patch", det)
-    proto = pr.learn(s["db"], *fx.sets(s["db"], s["column"]))
+    form = form or load_definitions().get(s["column"], s["db"]).tone_form
+    proto = pr.learn(s["db"], *fx.sets(s["db"], s["column"]), form=form)
     af = align_photo(grace, 128, det)
     pts = det.dense(grace / 255.0, af.face)
     truth = fx.paint_patch(grace, pts, s["opacity"]).astype(np.float64)
@@ -90,13 +94,15 @@ def _tone(fx: Any, det: Any, root: Path, grace: np.ndarray, out: Path) -> dict[s
     m = fx.patch_mask(grace.shape[:2], centre, radius)
     inside = m > 0.99
     ring = ndimage.binary_dilation(m > 0, iterations=int(radius)) & ~(m > 0)
-    x0, y0 = int(centre[0] - 3 * radius), int(centre[1] - 3 * radius)
-    fx.sheet(str(out / "tone.png"), [grace, truth, res], (x0, y0, x0 + int(6 * radius), y0 + int(6 * radius)), 3)
+    x0, y0, side = int(centre[0] - 3 * radius), int(centre[1] - 3 * radius), int(6 * radius)
+    fx.sheet(str(out / f"tone_{form}.png"), [grace, truth, res], (x0, y0, x0 + side, y0 + side), 3)
     chroma = np.linalg.norm((res - truth) @ CBCR.T, axis=-1)
-    return {"progress": float(1 - np.abs(res - truth)[inside].mean() / np.abs(photo - truth)[inside].mean()),
+    return {"form": form,
+            "progress": float(1 - np.abs(res - truth)[inside].mean() / np.abs(photo - truth)[inside].mean()),
             "chroma_error": float(chroma[inside].mean()),
             "chroma_error_unedited": float(np.linalg.norm((photo - truth) @ CBCR.T, axis=-1)[inside].mean()),
-            "rim_brighter_max": float(np.maximum((res - photo) @ LUMA, 0)[ring].max()), "proto": proto}
+            "rim_brighter_max": float(np.maximum((res - photo) @ LUMA, 0)[ring].max()),
+            "rim_channel_max": float(np.maximum(res - photo, 0)[ring].max()), "proto": proto}
 
 
 def _speed(det: Any, grace: np.ndarray, proto: Any, runs: int = 5) -> dict[str, Any]:
@@ -128,9 +134,13 @@ def measure(out: Path, log: Callable[[str], None]) -> dict[str, Any]:
         log("quality: prototype: known warp (smile)")
         warp = _known_warp(fx, det, Path(tmp), grace, out)
         log("quality: prototype: tone (dark patch)")
-        tone = _tone(fx, det, Path(tmp), grace, out)
+        patch = fx.patch_set(Path(tmp) / "patch", det)
+        tone = _tone(fx, det, patch, grace, out)
+        ratio = _tone(fx, det, patch, grace, out, "ratio") if tone["form"] != "ratio" else None
         speed = _speed(det, grace, tone.pop("proto"))
-    return {"known_warp": warp, "tone": tone, "speed": speed}
+    if ratio:
+        ratio.pop("proto")
+    return {"known_warp": warp, "tone": tone, "tone_ratio": ratio, "speed": speed}
 
 
 def format_prototype(r: dict[str, Any]) -> list[str]:
@@ -142,6 +152,8 @@ def format_prototype(r: dict[str, Any]) -> list[str]:
             f"  grace's corners off the truth (128-px crop) {w['corners_before_px']} px -> warped to "
             f"{w['corners_warp_px']} px; re-detected {w['corners_after_px']} px, off dlib's reading of the truth "
             f"{w['corners_after_vs_seen_truth_px']} px; outside the face unchanged: {w['outside_unchanged']}",
-            f"  tone: progress {t['progress']:.2f}, chroma error {t['chroma_error']:.1f} levels (unedited "
-            f"{t['chroma_error_unedited']:.1f}), brightest rim {t['rim_brighter_max']:.1f} levels",
+            *[f"  tone ({x['form']}{', as shipped' if x is t else ''}): progress {x['progress']:.2f}, chroma error "
+              f"{x['chroma_error']:.1f} levels (unedited {x['chroma_error_unedited']:.1f}), brightest rim "
+              f"{x['rim_brighter_max']:.1f} levels (a channel {x['rim_channel_max']:.1f})"
+              for x in (t, r.get("tone_ratio")) if x],
             f"  speed: shape+tone on {s['size'][1]}x{s['size'][0]}: median {s['median_ms']} ms (min {s['min_ms']})"]
