@@ -66,6 +66,11 @@ def test_the_tone_reaches_the_painted_truth_without_a_bright_rim(patch, form, le
     assert brighter <= 1.5 and rim.max() <= 2.0 and (rim > 0.5).mean() < halo  # no halo brighter than the photo
     region, _ = al.region_in_photo(af.matrix, 128, g.shape[:2])
     assert np.array_equal(out[region == 0], g[region == 0])
+    told = proto.summary()  # what `components` reports: a cover's opacity and colour, or a ratio's range
+    if form == "alpha":  # the paint (40, 28, 30) at 0.6–0.9 over a pale skin: mostly covered, darker than skin
+        assert 0.6 < told["opacity_max"] <= 1.0 and max(told["cover_rgb"]) < 110
+    else:
+        assert told["tone_range"][0] < -0.5 if form == "ratio" else told["tone_range"][0] < -50
 
 
 def test_shape_and_tone_through_the_face_edit_need_no_optimisation_and_keep_the_outside(patch, net):
