@@ -45,7 +45,7 @@ def test_attributes_show_their_mix_of_components(served):
     out = run_cli(d, "attributes")
     assert out.returncode == 0, out.stderr
     line = next(x for x in out.stdout.splitlines() if "dark_glasses" in x)
-    assert "shape 1" in line and "tone 1" in line and "texture 0.5" in line, line  # [custom] in attributes.toml
+    assert "shape 1" in line and "tone 1 as a cover" in line and "texture 0.5" in line, line  # [custom], shipped
 
 
 def test_shape_and_tone_alone_darken_the_glasses_without_an_inversion(served):

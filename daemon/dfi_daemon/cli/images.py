@@ -121,7 +121,8 @@ def _attributes(args: argparse.Namespace) -> int:
         return 1
     print(f"neighbours: {reply.get('source')}")
     for a in attrs:
-        mix = ", ".join(f"{c} {w:g}" for c, w in (a.get("components") or {}).items() if w)
+        cover = " as a cover" if a.get("tone_form") == "alpha" else ""
+        mix = ", ".join(f"{c} {w:g}{cover if c == 'tone' else ''}" for c, w in (a.get("components") or {}).items() if w)
         print(f"  {a['name']:<16} {a['label']:<36} default strength {a['default_strength']:g} "
               f"(scaling {a['scaling']}{'; ' + mix if mix else ''})")
     return 0

@@ -46,6 +46,7 @@ class Attribute(TypedDict):
     label: str
     default_strength: float
     scaling: str  # "none" | "beta": how the engine scales the attribute vector
+    tone_form: str  # "ratio" (multiplied in) | "alpha" (a cover blended towards its own colour) | "additive"
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,8 @@ class SyntheticSource:
     inpaint_scaling = "none"
 
     _ATTRIBUTES: tuple[Attribute, ...] = (
-        {"name": "facehair", "label": "Add facial hair (synthetic)", "default_strength": 1.0, "scaling": "none"},
+        {"name": "facehair", "label": "Add facial hair (synthetic)", "default_strength": 1.0, "scaling": "none",
+         "tone_form": "ratio"},  # texture only: the synthetic faces have no landmarks
     )
 
     def __init__(self, seed: int = 0) -> None:
@@ -263,6 +265,7 @@ class FaceDatabaseSource:
             self._dense = bool(self.db.has_dense().any())
         dense = self._dense
         return [{"name": a.name, "label": a.label, "default_strength": a.strength, "scaling": a.scaling,
+                 "tone_form": a.tone_form,
                  "components": a.weights() if dense else {"shape": 0.0, "tone": 0.0, "texture": a.texture}}
                 for a in self.defs.usable(self.db) if a.kind != "inpaint"]
 
