@@ -326,12 +326,6 @@ def learn(db, source: np.ndarray, target: np.ndarray, tone: bool = True, form: s
             fit_on = tuple(stable if len(stable) >= 6 else kept)
             _, delta = shape_prototype(sp, tp, idx=fit_on)
         delta = delta * (1.0 - hidden)[:, None]
-        # the tone's frame too: under the repaint the mean of both sets holds half the detector's false move (a
-        # chin paint read as the chin), and the photo's own points would carry the tone there. Measured on 32
-        # painted disks (docs/quality.md): alpha's progress 0.65 -> 0.66, chroma error 8.7 -> 8.6 levels
-        plain = trimmed_mean(np.stack([fit_to(p, mean, fit_on) for p in sp]))
-        mean = mean + hidden[:, None] * (plain - mean)
-        tone_map = tone_prototype(s_img, sp, t_img, tp, mean, form, sigma, how)
     if not tone:
         tone_map = None
     proto = Prototype(db.resolution, mean, delta, tone_map, form,
