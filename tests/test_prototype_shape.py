@@ -166,3 +166,23 @@ def test_the_licence_switch_keeps_the_68_point_model_unloaded(monkeypatch):
 
     crop, _, dense = align_source_dense(astro, 128, det)
     assert crop.shape == (128, 128, 3) and dense is None  # a database built so serves texture-only edits
+
+
+@pytest.mark.slow  # learns the smile's tone twice, ~5 s here
+def test_a_smile_learnt_as_a_two_folder_attribute_is_not_taken_for_a_cover(smile):
+    """Two-folder attributes carry their tone as a cover where an area is repainted (tone_form "alpha"). A smile
+    repaints no area at the mouth: its lips and folds only move, so the cover stays off there (where it was on,
+    the examples' own skin came onto grace_hopper as pale streaks along her folds) and the shape stays whole."""
+    from dfi_engine.faces.pipeline import align_photo
+
+    sets = fx.sets(smile["db"], smile["column"])
+    ratio, alpha = (pr.learn(smile["db"], *sets, form=f) for f in ("ratio", "alpha"))
+    (x0, y0), (x1, y1) = alpha.mean_shape[48:68].min(0) - 6, alpha.mean_shape[48:68].max(0) + 6
+    assert alpha.tone[int(y0):int(y1), int(x0):int(x1), 3].max() < 0.1  # the cover's opacity around the mouth
+    assert np.allclose(alpha.shape_delta, ratio.shape_delta)  # the same points under a repaint, in any form
+    g = fx.grace()
+    af = align_photo(g, 128, smile["det"])
+    pts = smile["det"].dense(g / 255.0, af.face)
+    a, r = (st.apply_prototype(g, af, pts, p, 1.0, 1.0).image.astype(float) for p in (alpha, ratio))
+    (x0, y0), (x1, y1) = pts[48:68].min(0).astype(int) - 15, pts[48:68].max(0).astype(int) + 15
+    assert np.abs(a - r)[y0:y1, x0:x1].max() <= 4.0  # around the mouth the face keeps its own colours

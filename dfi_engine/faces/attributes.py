@@ -16,11 +16,11 @@ import numpy as np
 
 from ..attribute import SCALINGS
 from .errors import AttributeDefinitionError
+from .tone import FORMS
 
 BUILTIN = Path(__file__).resolve().parent.parent / "data" / "attributes.toml"
 KINDS = ("attribute", "inpaint")
 COMPONENTS = ("shape", "tone", "texture")  # prototype landmark shape, prototype tone, DFI texture
-TONE_FORMS = ("ratio", "alpha", "additive")  # how the tone change is carried to another face (prototype.py)
 
 
 def snake(name: str) -> str:
@@ -43,7 +43,7 @@ class AttributeDef:
     shape: float = 1.0  # weight of each component at a given strength (1 = the prototype's full change)
     tone: float = 1.0
     texture: float = 1.0
-    tone_form: str = TONE_FORMS[0]  # "alpha" for an attribute that covers the face (glasses, a beard, paint)
+    tone_form: str = FORMS[0]  # "alpha" for an attribute that covers the face (glasses, a beard, paint)
 
     def weights(self) -> dict[str, float]:
         """The components' weights; inpainting is texture only."""
@@ -167,10 +167,10 @@ def _parse(name: str, entry: dict, where: str) -> AttributeDef:
             raise AttributeDefinitionError(f"{where}: attribute {name}: {c} must be a number from 0 to 10.",
                                            f"Example: {c} = 1.0 (0 turns the component off).")
         weights[c] = float(v)
-    tone_form = entry.get("tone_form", TONE_FORMS[0])
-    if tone_form not in TONE_FORMS:
+    tone_form = entry.get("tone_form", FORMS[0])
+    if tone_form not in FORMS:
         raise AttributeDefinitionError(f"{where}: attribute {name}: unknown tone_form {tone_form!r}.",
-                                       f"Use one of {', '.join(TONE_FORMS)}.")
+                                       f"Use one of {', '.join(FORMS)}.")
     return AttributeDef(name, str(entry.get("label", name)), kind, source, target,
                         tuple(snake(m) for m in match), strength, scaling, **weights, tone_form=tone_form)
 

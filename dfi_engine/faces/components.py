@@ -21,8 +21,9 @@ from .attributes import COMPONENTS
 from .calibrate import learn_calibrated
 from .errors import DatabaseError
 from .landmarks import FaceDetector
-from .prototype import FORMS, MIN_DENSE, Prototype, learn
+from .prototype import MIN_DENSE, Prototype, learn
 from .shape_tone import ShapeToneResult, apply_prototype, prototype_on_crop
+from .tone import FORMS
 
 
 def component_weights(attribute, components: Collection[str] | Mapping[str, float] | None = None

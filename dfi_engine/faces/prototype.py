@@ -26,93 +26,14 @@ import numpy as np
 from scipy import ndimage
 
 from . import align as al
+from . import tone as tn
 from . import warp as wp
+from .tone import FORMS
 
 STABLE = tuple(range(27, 48))  # nose bridge, nose and eyes: what a per-face fit uses
 TRIM = 0.2  # share cut from each end of the per-coordinate sorted landmarks
-TONE_SIGMA = 0.01  # low-pass of the tone prototype, as a share of the crop side (after the shrinkage below)
-TONE_Z = 2.0  # a tone difference this many standard errors of the sets' means is kept about half
-TONE_OFFSET = 8.0  # levels added before the log: dark pixels' noise must not dominate the ratio
-FORMS = ("ratio", "alpha", "additive")  # the first is the default; each attribute names its own (attributes.toml)
-LUMA = np.array((0.299, 0.587, 0.114))  # BT.601
-ALPHA_FLOOR = 4.0  # levels: a smaller luminance change is added as it is (its opacity is not read)
-COVER_SHARE = 0.25  # the share of the target examples, most covered at a place, whose colour is the attribute's
-COVER_REACH = 0.05  # how far (share of the crop) the cover's colour is carried from where it is well seen
-
-
-def tone_space(rgb: np.ndarray, form: str) -> np.ndarray:
-    """Where the sets' means are compared: "ratio" = log per channel (a dark attribute darkens pale and dark
-    skin alike), "alpha" and "additive" = levels."""
-    return np.log(rgb + TONE_OFFSET) if form == "ratio" else rgb
-
-
-def alpha_map(diff: np.ndarray, source_mean: np.ndarray, cover: np.ndarray) -> np.ndarray:
-    """(S, S, 5) the "alpha" form of a (shrunk, low-passed) level difference: opacity a, the colour it brings
-    a·C (3), and the mean luminance change (its direction).
-
-    An attribute that covers the face (glasses, a beard, paint) is ``(1 − a)·face + a·C``: it dims what is under
-    it and brings its own colour, so a face whose skin differs from the examples' gets the attribute's colour,
-    not the examples' skin ratio. ``cover`` is C as the most covered examples show it (:func:`most_covered`);
-    the opacity is what brings the mean source's luminance to the mean target's on the way to C."""
-    d = diff @ LUMA
-    s = source_mean @ LUMA
-
-    def opacity(c: np.ndarray) -> np.ndarray:
-        a = np.abs(d) / np.maximum(np.abs(c @ LUMA - s), 1.0)
-        return np.clip(a, 0.0, 1.0) * (d * d / (d * d + ALPHA_FLOOR ** 2))
-
-    c = spread_cover(cover, opacity(cover))
-    a = opacity(c)
-    return np.concatenate([a[..., None], a[..., None] * c, d[..., None]], -1)
-
-
-def spread_cover(cover: np.ndarray, a: np.ndarray, reach: float = COVER_REACH) -> np.ndarray:
-    """C read where the examples are well covered (weight a²) and carried outwards over ``reach`` of the crop.
-
-    Where the examples' patches move, the most covered examples at a place near the edge show skin, not the
-    attribute: that C would carry the examples' skin colour into the halo (measured: a 16-level fringe in one
-    channel); C from the covered core, and the cover's mean colour beyond, leave the halo only dimmed."""
-    w = a * a
-    sig = reach * cover.shape[0]
-    everywhere = (w[..., None] * cover).sum((0, 1)) / max(float(w.sum()), 1e-9)
-    eps = 1e-3
-    near = ndimage.gaussian_filter(w[..., None] * cover, (sig, sig, 0), mode="nearest")
-    return (near + eps * everywhere) / (ndimage.gaussian_filter(w, sig, mode="nearest")[..., None] + eps)
-
-
-def most_covered(placed: np.ndarray, darker: np.ndarray, share: float = COVER_SHARE) -> np.ndarray:
-    """(S, S, 3) per place, the mean of the ``share`` of the target crops (n, S, S, 3) darkest there (where
-    ``darker``) or lightest: the attribute's own colour, as its most covered examples show it."""
-    y = placed @ LUMA
-    order = np.argsort(np.where(darker, y, -y), axis=0)
-    k = max(1, int(round(share * len(placed))))
-    return np.take_along_axis(placed, order[:k, ..., None], axis=0).mean(0)
-
-
-def apply_tone(rgb: np.ndarray, t: np.ndarray, form: str) -> np.ndarray:
-    """``rgb`` (levels) changed by the tone map ``t`` (already scaled by the strength; 0 is the identity)."""
-    if form == "ratio":
-        return (rgb + TONE_OFFSET) * np.exp(t) - TONE_OFFSET
-    if form == "additive":
-        return rgb + t
-    a, way = t[..., :1], np.sign(t[..., 4:5])  # way: −1 a darkening cover, +1 a lightening one (0: no cover)
-    change = (t[..., 1:4] - a * rgb) / np.maximum(a, 1.0)  # beyond full cover: the cover's own colour, no further
-    # a darkening cover never brightens a channel (nor a lightening one darkens one): where C is read a little
-    # off (the most covered examples still show some skin) a saturated skin's weak channel would rise at the rim
-    return rgb + way * np.maximum(way * change, 0.0)
-
-
-def repaint_strength(tone: np.ndarray, form: str) -> np.ndarray:
-    """(S, S) how far each place is repainted, in |log ratio| units (a scale shared by the forms)."""
-    if form == "alpha":
-        return -np.log1p(-0.95 * tone[..., 0])
-    return np.abs(tone.mean(-1))
-
-
 TONE_WARP = "similarity"  # how each neighbour is brought to the mean shape for the tone: "mls" or "similarity"
 MIN_DENSE = 3  # faces with 68 points each set needs at least
-OCCLUDED = (0.3, 0.5)  # |log ratio| of the tone map around a point where its move starts to be ignored, and is
-OCCLUDED_AREA = 0.03  # the low-pass (share of the crop) that tells an area's repaint from an edge's misregistration
 OCCLUDED_REACH = 0.2  # "around": a window of this share of the crop (a detector's points shift near a repaint too)
 
 
@@ -123,7 +44,7 @@ class Prototype:
     size: int
     mean_shape: np.ndarray  # (68, 2) crop pixels: the frame the tone lives in
     shape_delta: np.ndarray  # (68, 2) crop pixels: target − source mean landmarks
-    tone: np.ndarray | None  # (S, S, C) float32 in the mean-shape frame: alpha_map's 5, or 3 (log ratio, levels)
+    tone: np.ndarray | None  # (S, S, tone.CHANNELS[form]) float32 in the mean-shape frame
     form: str = FORMS[0]
     counts: dict = field(default_factory=dict)
     fit_on: tuple[int, ...] = STABLE  # the points each face was fitted on (the stable ones a repaint left)
@@ -144,9 +65,9 @@ class Prototype:
             return {"tone_range": None}
         if self.form != "alpha":
             return {"tone_range": [round(float(self.tone.min()), 4), round(float(self.tone.max()), 4)]}
-        a = self.tone[..., 0]
+        a = self.tone[..., 3]
         covered = a >= 0.5 * a.max()
-        cover = self.tone[..., 1:4][covered].sum(0) / max(float(a[covered].sum()), 1e-9)
+        cover = self.tone[..., 4:7][covered].sum(0) / max(float(a[covered].sum()), 1e-9)
         return {"opacity_max": round(float(a.max()), 4), "cover_rgb": [round(float(c), 1) for c in cover]}
 
     def summary(self) -> dict:
@@ -196,17 +117,14 @@ def shape_prototype(source: np.ndarray, target: np.ndarray, trim: float = TRIM, 
     return mean, trimmed_mean(t, trim) - trimmed_mean(s, trim)
 
 
-def repainted(tone: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """(68,) how far each point's surroundings are repainted by ``tone`` (:func:`repaint_strength`'s (S, S)
-    map; 0 kept … 1 repainted): a point
-    under an occluder (dark glasses, a beard) is where the detector guesses, so its move is not a shape change."""
-    x = np.clip(points[:, 0], 0, tone.shape[1] - 1)
-    y = np.clip(points[:, 1], 0, tone.shape[0] - 1)
-    # an occluder darkens (or lightens) an area; a misregistered edge is a thin +/- pair that a low-pass cancels
-    area = np.abs(ndimage.gaussian_filter(tone, OCCLUDED_AREA * tone.shape[0], mode="nearest"))
-    near = ndimage.maximum_filter(area, size=max(3, int(OCCLUDED_REACH * tone.shape[0])))
-    t = ndimage.map_coordinates(near, [y, x], order=1)
-    return np.clip((t - OCCLUDED[0]) / (OCCLUDED[1] - OCCLUDED[0]), 0.0, 1.0)
+def repainted(log_ratio: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(68,) how far each point's surroundings are repainted (0 kept … 1 repainted; ``log_ratio`` the (S, S) mean
+    log ratio of the sets): a point under an occluder (dark glasses, a beard) is where the detector guesses, so
+    its move is not a shape change."""
+    x = np.clip(points[:, 0], 0, log_ratio.shape[1] - 1)
+    y = np.clip(points[:, 1], 0, log_ratio.shape[0] - 1)
+    near = ndimage.maximum_filter(tn.repaint_area(log_ratio), size=max(3, int(OCCLUDED_REACH * log_ratio.shape[0])))
+    return tn.repaint_weight(ndimage.map_coordinates(near, [y, x], order=1))
 
 
 def border_anchors(size: int, n: int = 8) -> np.ndarray:
@@ -231,36 +149,17 @@ def to_mean_shape(image: np.ndarray, points: np.ndarray, mean_shape: np.ndarray,
     return wp.apply_field(np.asarray(image, np.float32), f)
 
 
+def placed(images: Sequence[np.ndarray], pts: np.ndarray, mean_shape: np.ndarray, how: str) -> np.ndarray:
+    """(n, S, S, 3) float32 levels: a set's crops each warped to the mean shape."""
+    return np.stack([to_mean_shape(im, p, mean_shape, how) for im, p in zip(images, pts)]).astype(np.float32)
+
+
 def tone_prototype(source: Sequence[np.ndarray], source_pts: np.ndarray, target: Sequence[np.ndarray],
                    target_pts: np.ndarray, mean_shape: np.ndarray, form: str = FORMS[0],
                    sigma: float | None = None, how: str = "mls") -> np.ndarray:
-    """Low-passed (mean target − mean source) of the crops warped to the mean shape: log ratio, levels, or
-    alpha's cover."""
-    if form not in FORMS:
-        raise ValueError(f"unknown tone form {form!r}")
-
-    def placed(images: Sequence[np.ndarray], pts: np.ndarray) -> np.ndarray:
-        """The set's crops in tone space, each warped to the mean shape, (n, S, S, 3)."""
-        return np.stack([tone_space(to_mean_shape(im, p, mean_shape, how), form) for im, p in zip(images, pts)])
-
-    def moments(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, variance of the mean) over the set."""
-        return v.mean(0, dtype=np.float64), v.var(0, dtype=np.float64) / max(len(v) - 1, 1)
-
-    targets = placed(target, target_pts)
-    (mt, vt), (ms, vs) = moments(targets), moments(placed(source, source_pts))
-    diff = mt - ms
-    # Wiener-like shrinkage: where the sets' identities disagree more than the attribute changes, the
-    # difference is their identities, not the attribute (few or unpaired faces); the attribute stays sharp
-    noise = TONE_Z * TONE_Z * (vt + vs)
-    diff = diff * diff * diff / (diff * diff + noise + 1e-12)
-    size = diff.shape[0]
-    sigma = TONE_SIGMA if sigma is None else sigma
-    diff = ndimage.gaussian_filter(diff, (sigma * size, sigma * size, 0), mode="nearest")
-    # the opacity is read off the low-passed change: noise of either sign averages out before it is measured
-    if form == "alpha":
-        diff = alpha_map(diff, ms, most_covered(targets, (diff @ LUMA) < 0))
-    return diff.astype(np.float32)
+    """The tone map of ``form`` (tone.py) from the sets' crops and 68 points."""
+    return tn.tone_map(placed(target, target_pts, mean_shape, how), placed(source, source_pts, mean_shape, how),
+                       form, sigma)
 
 
 # ------------------------------------------------------------------------------------------ from a database
@@ -316,8 +215,10 @@ def learn(db, source: np.ndarray, target: np.ndarray, tone: bool = True, form: s
     sp, tp = db.dense[src].astype(np.float64), db.dense[tgt].astype(np.float64)
     s_img, t_img = list(db.images(src)), list(db.images(tgt))
     mean, delta = shape_prototype(sp, tp)
-    tone_map = tone_prototype(s_img, sp, t_img, tp, mean, form, sigma, how)
-    hidden = repainted(repaint_strength(tone_map, form), mean) if form != "additive" else np.zeros(len(mean))
+    on_mean = placed(t_img, tp, mean, how), placed(s_img, sp, mean, how)
+    ratio = tn.tone_map(*on_mean, "ratio", sigma)
+    tone_map = ratio if form == "ratio" else tn.tone_map(*on_mean, form, sigma)
+    hidden = repainted(ratio.mean(-1), mean)  # where the examples are repainted: the sets' log ratio, any form
     fit_on = STABLE
     if hidden.any():  # a repaint (an occluder): the points near it are where the detector guessed
         kept = [i for i in range(len(mean)) if hidden[i] < 1]

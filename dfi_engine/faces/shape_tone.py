@@ -20,7 +20,8 @@ from ..images import merge_image, split_image, to_mask
 from ..postprocess import compose, feather
 from . import align as al
 from . import warp as wp
-from .prototype import Prototype, apply_tone, border_anchors
+from .prototype import Prototype, border_anchors
+from .tone import apply_tone
 
 TAPER = (0.72, 0.95)  # elliptical radius (1 = the face region's edge) where the edit starts to fade, and is gone
 ANCHORS = 32  # fixed points on the region's edge
