@@ -100,6 +100,7 @@ def test_with_dlib_s_gain_undone_the_learnt_smile_is_the_true_one(smile):
           f"{off(proto.shape_delta).round(3)}; {proto.calibration}")
     assert off(proto.shape_delta).max() < 0.1 < off(detected.shape_delta).max()
     assert 0.5 < proto.calibration["gain"] <= 1.0
+    assert proto.calibration["shape_kept"] == 1.0 and proto.calibration["colour_read"] < 0.55  # a real move
     still = np.r_[17:48]  # brows, nose, eyes: undoing the gain does not turn their noise into a move
     assert np.linalg.norm(proto.shape_delta[still], axis=1).max() < 0.2 * np.linalg.norm(truth[c], axis=1).mean()
 

@@ -110,6 +110,25 @@ def test_a_database_without_the_68_points_says_how_to_rebuild_when_shape_or_tone
     assert "\n" not in str(e.value)
 
 
+def test_a_repaint_with_no_shape_change_moves_nothing(patch):
+    """dlib answers the painted cheek with moved brows and jaw (1.6 crop px, 3.2 with its gain undone: the photo's
+    glasses frame moved beside the patch). It reads all of that off the colour change alone, so no shape is kept:
+    the edit with shape and tone is the tone alone, bit for bit."""
+    from dfi_engine.faces import calibrate as cb
+    from dfi_engine.faces.pipeline import align_photo
+
+    det, db = patch["det"], patch["db"]
+    detected = pr.learn(db, *_sets(db), form="alpha")
+    proto = cb.learn_calibrated(db, *_sets(db), det, form="alpha")
+    assert np.linalg.norm(detected.shape_delta, axis=1).max() > 1.0  # what dlib reports, the photo unmoved
+    assert proto.calibration["colour_read"] > 0.9 and not proto.shape_delta.any(), proto.calibration
+    g = fx.grace()
+    af = align_photo(g, 128, det)
+    pts = det.dense(g / 255.0, af.face)
+    both, tone = (st.apply_prototype(g, af, pts, proto, shape=s, tone=1.0).image for s in (1.0, 0.0))
+    assert np.array_equal(both, tone)
+
+
 @pytest.mark.slow  # the bench part, ~15 s of CPU here
 def test_the_bench_part_measures_both_known_truths(tmp_path):
     """``dfi bench --quality --quality-parts prototype`` end to end: its numbers are the tests' numbers."""

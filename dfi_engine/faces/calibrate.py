@@ -21,6 +21,7 @@ import numpy as np
 from . import warp as wp
 from .landmarks import FaceDetector
 from .prototype import Prototype, PrototypeCache, border_anchors, fit_to, learn, shape_prototype
+from .shape_tone import prototype_on_crop
 
 ROUNDS = 2  # corrections after the first measurement (each costs one warp and one prediction per face)
 FACES = 10  # source neighbours the gain is measured on
@@ -28,6 +29,9 @@ SETS = 32  # neighbours of each set whose detected difference the corrected move
 LIMIT = 2.5  # a point's corrected move is at most this many times what the detector saw (and a little)
 UPSAMPLE = 3  # the crops are read by the detector this many times larger (finer than its whole-pixel steps)
 WARP = "tps"  # the edit's own warp (shape_tone.SHAPE_WARP): the gain depends on how a move is spread
+COLOUR_READ = (0.55, 0.75)  # share of the detected change dlib also reads off the sets' colour change alone where
+# the shape change starts to be dropped, and is (measured: a painted patch 1.0-1.08, painted glasses 0.74, a known
+# smile 0.44-0.47)
 
 
 def warped_crop(crop: np.ndarray, points: np.ndarray, move: np.ndarray, kind: str = WARP) -> np.ndarray:
@@ -58,16 +62,38 @@ def seen(detector: FaceDetector, crops: Sequence[np.ndarray], points: np.ndarray
     return np.mean(out, 0)
 
 
+def colour_read(detector: FaceDetector, crops: Sequence[np.ndarray], points: np.ndarray, before: np.ndarray,
+                colour, wanted: np.ndarray, mean_shape: np.ndarray, fit_on: Sequence[int]) -> float:
+    """The share of ``wanted`` (the detected change, (68, 2)) the detector also reports when the crops only get
+    the sets' colour change (``colour(crop, points)``): about 1 for a repaint with no shape change at all (dlib
+    answers a painted cheek with moved brows and jaw), well under for a real one."""
+    got = np.mean([fit_to(_points(detector, colour(c, p)), mean_shape, fit_on) - fit_to(b, mean_shape, fit_on)
+                   for c, p, b in zip(crops, points, before)], 0)
+    return float(np.sum(got * wanted) / max(float(np.sum(wanted * wanted)), 1e-12))
+
+
 def corrected_move(detector: FaceDetector, source: Sequence[np.ndarray], source_pts: np.ndarray,
                    target: Sequence[np.ndarray], mean_shape: np.ndarray, fit_on: Sequence[int],
-                   rounds: int = ROUNDS) -> tuple[np.ndarray, dict]:
+                   rounds: int = ROUNDS, colour=None, kept: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """(68, 2) the move whose detector reading equals the sets' detected difference, and what was measured.
 
     A fixed-point iteration, move += (wanted − seen(move)) / gain, the gain (one number, how much of a move
-    the detector reports) read off the first measurement so two corrections are enough."""
+    the detector reports) read off the first measurement so two corrections are enough. With ``colour`` (the
+    sets' colour change, applied to a crop), a change the detector reads off the colour alone is dropped
+    (``kept``: (68,) weights of the points that count)."""
     before = np.stack([_points(detector, c) for c in source])
     after = np.stack([_points(detector, c) for c in target])
     _, wanted = shape_prototype(before, after, idx=fit_on)
+    info: dict = {}
+    if colour is not None:
+        w = (np.ones(len(wanted)) if kept is None else kept)[:, None]
+        share = colour_read(detector, source[:FACES], source_pts[:FACES], before[:FACES], colour, wanted * w,
+                            mean_shape, fit_on)
+        keep = float(np.clip((COLOUR_READ[1] - share) / (COLOUR_READ[1] - COLOUR_READ[0]), 0.0, 1.0))
+        info = {"colour_read": round(share, 3), "shape_kept": round(keep, 3)}
+        if keep == 0:
+            return np.zeros_like(wanted), info
+        wanted = wanted * keep
     scale = np.linalg.norm(wanted, axis=1)
     big = scale > 0.25 * scale.max()  # the points that carry the change tell the gain; the rest is noise
     pick = slice(0, FACES)
@@ -82,7 +108,7 @@ def corrected_move(detector: FaceDetector, source: Sequence[np.ndarray], source_
         move = move + (wanted - got) / gain
         cap = LIMIT * scale + 0.01 * len(source[0])  # noise on a still point is not amplified without bound
         move *= np.minimum(1.0, cap / np.maximum(np.linalg.norm(move, axis=1), 1e-12))[:, None]
-    return move, {"gain": round(gain, 3), "residual_px": trail, "faces": len(source[pick])}
+    return move, {**info, "gain": round(gain, 3), "residual_px": trail, "faces": len(source[pick])}
 
 
 _CACHE = PrototypeCache()  # bounded by entries and bytes, as prototype.learn's
@@ -99,9 +125,12 @@ def learn_calibrated(db, source: np.ndarray, target: np.ndarray, detector: FaceD
         _CACHE.move_to_end(key)
         return _CACHE[key]
     src, tgt = db.require_dense(source)[:SETS], db.require_dense(target)[:SETS]  # the nearest come first
+    toned = proto if proto.tone is not None else learn(db, source, target, **{**learn_args, "tone": True})
+    colour = None if toned.tone is None else (lambda c, p: prototype_on_crop(c, p, toned, shape=0.0, tone=1.0))
+    kept = None if proto.hidden is None else 1.0 - proto.hidden
     move, info = corrected_move(detector, [np.asarray(c, np.float32) for c in db.images(src)],
                                 db.dense[src].astype(np.float64), [np.asarray(c, np.float32) for c in db.images(tgt)],
-                                proto.mean_shape, proto.fit_on)
+                                proto.mean_shape, proto.fit_on, colour=colour, kept=kept)
     if proto.hidden is not None:
         move = move * (1.0 - proto.hidden)[:, None]
     out = Prototype(proto.size, proto.mean_shape, move, proto.tone, proto.form, proto.counts, proto.fit_on,
