@@ -9,10 +9,10 @@ of each. Here both live in the database's canonical crop frame:
   most attributes leave in place) to the set's mean shape, so the jitter of the
   alignment cancels; the target and source means are trimmed means (a face whose
   landmarks dlib got wrong does not drag the mean);
-- tone: each face is warped to the mean shape, the difference of the sets' mean
-  log intensities is taken per channel (a ratio: a dark paint darkens a pale face
-  and a dark face alike, which an added difference does not) and low-passed, so
-  what is left is the attribute's tone, not the neighbours' identities.
+- tone: each face is warped to the mean shape and the sets are compared there
+  (tone.py: a per-channel ratio, and for what covers the skin a cover with its own
+  colour), shrunk and low-passed, so what is left is the attribute's tone, not the
+  neighbours' identities.
 """
 
 from __future__ import annotations
