@@ -45,7 +45,9 @@ def test_instant_preview_is_the_photo_at_strength_zero_and_shape_and_tone_elsewh
     assert np.abs(zero.image - _small(g, zero.box, zero.image.shape)).max() <= 1.0  # the photo itself
     start = session.shape_tone.apply(0.3).image  # what the full render starts from at 0.3
     assert np.abs(on.image - _small(start, on.box, on.image.shape)).max() <= 1.0
-    assert np.abs(on.image.astype(float) - zero.image).mean() > 1.0  # the patch is there
+    darker = (zero.image.astype(float) - on.image).mean(-1)
+    print(f"instant at 0.3: 99th percentile darkening {np.percentile(darker, 99):.1f}, mean {darker.mean():.2f}")
+    assert np.percentile(darker, 99) > 15.0 and darker.mean() > 0.3  # the patch is there (a patch, not a warp)
 
 
 def test_a_refined_preview_is_the_render_at_the_database_size_and_warm_starts_from_the_nearest(patch, net,
